@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` and `make test`. Each sets up everything it needs on a
+# fresh machine (a virtual environment in .venv with the CPU build of torch and the pinned test deps).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.adaptvc-installed
+# The CPU wheel of torch; users may install any torch they like, tests and CI pin this one.
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/adaptvc demo build/demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check adaptvc tests bench
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,96 @@
+"""Turning API results into text and JSON. No logic beyond presentation lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+
+from ..objects import Commit, Snapshot
+
+
+def commit_dict(commit: Commit) -> dict[str, Any]:
+    """One commit as the ``log --json`` item: the documented keys, stable for scripts."""
+    return {
+        "id": commit.id,
+        "parents": list(commit.parents),
+        "message": commit.message,
+        "author": commit.author,
+        "timestamp": commit.timestamp,
+        "base": {"name_or_path": commit.base.name_or_path, "revision": commit.base.revision,
+                 "fingerprint": commit.base.fingerprint},
+        "snapshot": commit.snapshot,
+        "metadata": commit.metadata,
+        "provenance": commit.provenance,
+    }
+
+
+def snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "files": [{"path": f.path, "size": f.size, "hash": f.hash} for f in snapshot.files],
+        "tensors": [{"name": name, "dtype": t.dtype, "shape": list(t.shape), "hash": t.blob, "size": t.size}
+                    for name, t in snapshot.tensors()],
+    }
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def short(oid: str | None, n: int = 12) -> str:
+    return oid[:n] if oid else "-"
+
+
+def when(timestamp: str) -> str:
+    try:
+        return datetime.fromisoformat(timestamp).strftime("%Y-%m-%d %H:%M:%S %z")
+    except ValueError:
+        return timestamp
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def style(text: str, **kwargs: Any) -> str:
+    """Colour only on a terminal (click strips it elsewhere too, this keeps captured output plain)."""
+    return click.style(text, **kwargs) if sys.stdout.isatty() else text
+
+
+def decoration(labels: list[str]) -> str:
+    return f" ({', '.join(labels)})" if labels else ""
+
+
+def commit_text(commit: Commit, labels: list[str]) -> str:
+    lines = [style(f"commit {commit.id}", fg="yellow") + decoration(labels)]
+    if len(commit.parents) > 1:
+        lines.append("Merge:  " + " ".join(short(p) for p in commit.parents))
+    lines.append(f"Author: {commit.author}")
+    lines.append(f"Date:   {when(commit.timestamp)}")
+    lines.append(f"Base:   {commit.base.describe()}")
+    if commit.metadata:
+        meta = ", ".join(f"{k}={v}" for k, v in sorted(commit.metadata.items()))
+        lines.append(f"Meta:   {meta}")
+    lines.append("")
+    lines.extend(f"    {line}" for line in (commit.message or "(no message)").splitlines() or [""])
+    return "\n".join(lines)
+
+
+def table(rows: list[list[str]], header: list[str], right: set[int] | None = None) -> str:
+    """A plain aligned table; ``right`` holds the indices of right-aligned columns."""
+    right = right or set()
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+
+    def fmt(row: list[str]) -> str:
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([fmt(header), *(fmt(r) for r in rows)])

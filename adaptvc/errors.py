@@ -1,0 +1,177 @@
+"""Every error adaptvc raises on purpose derives from :class:`AdaptvcError`.
+
+Errors carry the data that explains them, and their message says what to do next. Where a built-in
+exception has the same meaning, the error also derives from it (``except FileNotFoundError`` still
+works), as huggingface_hub does.
+"""
+
+from __future__ import annotations
+
+
+class AdaptvcError(Exception):
+    """Root of adaptvc's errors. ``str(err)`` is a one-line message fit for a user."""
+
+
+class NotARepositoryError(AdaptvcError, FileNotFoundError):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"not an adaptvc repository (or any parent up to /): {path}; run 'adaptvc init' first")
+
+
+class RepositoryExistsError(AdaptvcError, FileExistsError):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"an adaptvc repository already exists at {path}")
+
+
+class UnsupportedFormatError(AdaptvcError):
+    pass
+
+
+class NoAdapterError(AdaptvcError, FileNotFoundError):
+    def __init__(self, path: str, detail: str = "") -> None:
+        self.path = path
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"no PEFT adapter in {path}{extra}: expected adapter_config.json with adapter_model.safetensors, "
+            "as written by model.save_pretrained()"
+        )
+
+
+class InvalidAdapterError(AdaptvcError, ValueError):
+    """A file that claims to be part of an adapter but cannot be read as one."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class PickleRefusedError(AdaptvcError):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} is a pickle file, which can run arbitrary code when loaded; adaptvc stores only "
+            "safetensors. Save the adapter with save_pretrained(..., safe_serialization=True)"
+        )
+
+
+class ObjectNotFoundError(AdaptvcError, KeyError):
+    def __init__(self, oid: str) -> None:
+        self.oid = oid
+        super().__init__(f"object {oid} is missing from the store; run 'adaptvc fsck'")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ChecksumMismatchError(AdaptvcError):
+    """Bytes whose hash is not the one they were stored or announced under."""
+
+    def __init__(self, what: str, expected: str, got: str) -> None:
+        self.what = what
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{what} is corrupt: expected hash {expected}, got {got}; run 'adaptvc fsck'")
+
+
+class CorruptObjectError(AdaptvcError):
+    def __init__(self, oid: str, reason: str) -> None:
+        self.oid = oid
+        self.reason = reason
+        super().__init__(f"object {oid} is not valid: {reason}; run 'adaptvc fsck'")
+
+
+class InvalidRefNameError(AdaptvcError, ValueError):
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"invalid name {name!r}: {reason}")
+
+
+class RefNotFoundError(AdaptvcError, KeyError):
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(f"no such ref: {ref}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RefExistsError(AdaptvcError, FileExistsError):
+    def __init__(self, ref: str, hint: str = "") -> None:
+        self.ref = ref
+        super().__init__(f"{ref} already exists{hint}")
+
+
+class RefMovedError(AdaptvcError):
+    """Compare-and-swap on a ref failed: somebody else moved it first."""
+
+    def __init__(self, ref: str, expected: str | None, actual: str | None) -> None:
+        self.ref = ref
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"ref moved: {ref} is now at {actual or 'nothing'} (expected {expected or 'nothing'}); "
+            "another process committed first, nothing was lost: run the command again"
+        )
+
+
+class RefLockedError(AdaptvcError):
+    def __init__(self, ref: str, lock_path: str) -> None:
+        self.ref = ref
+        self.lock_path = lock_path
+        super().__init__(
+            f"{ref} is locked by another adaptvc process ({lock_path}); if none is running, "
+            f"remove that file and try again"
+        )
+
+
+class RevisionError(AdaptvcError, KeyError):
+    def __init__(self, rev: str, reason: str) -> None:
+        self.rev = rev
+        self.reason = reason
+        super().__init__(f"bad revision {rev!r}: {reason}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class EmptyRepositoryError(AdaptvcError):
+    def __init__(self) -> None:
+        super().__init__("the repository has no commits yet; run 'adaptvc commit -m MESSAGE' first")
+
+
+class NothingToCommitError(AdaptvcError):
+    def __init__(self, head: str) -> None:
+        self.head = head
+        super().__init__(f"nothing to commit: the adapter is identical to {head[:12]} (use --allow-empty to commit anyway)")
+
+
+class UncommittedChangesError(AdaptvcError):
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        shown = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
+        super().__init__(
+            f"the work tree has uncommitted changes ({shown}); commit them, or use --force to discard them"
+        )
+
+
+class WouldOverwriteError(AdaptvcError, FileExistsError):
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        shown = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
+        super().__init__(f"would overwrite files that differ: {shown}; use --force, or choose an empty folder")
+
+
+class UnsafePathError(AdaptvcError, ValueError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"unsafe path {path!r}: {reason}")
+
+
+class FileChangedError(AdaptvcError):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path} changed while it was being read; wait for the writer to finish and try again")
