@@ -145,7 +145,9 @@ class EmptyRepositoryError(AdaptvcError):
 class NothingToCommitError(AdaptvcError):
     def __init__(self, head: str) -> None:
         self.head = head
-        super().__init__(f"nothing to commit: the adapter is identical to {head[:12]} (use --allow-empty to commit anyway)")
+        super().__init__(
+            f"nothing to commit: the adapter is identical to {head[:12]} (use --allow-empty to commit anyway)"
+        )
 
 
 class UncommittedChangesError(AdaptvcError):

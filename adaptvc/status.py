@@ -53,7 +53,7 @@ def compare_snapshots(old: Snapshot | None, new: Snapshot, head: str | None = No
     old_tensors = dict(old.tensors()) if old else {}
     new_tensors = dict(new.tensors())
 
-    def differs(a, b) -> bool:  # noqa: ANN001
+    def differs(a, b) -> bool:
         return (a.blob, a.dtype, a.shape) != (b.blob, b.dtype, b.shape)
 
     files_modified = sorted(p for p in new_files.keys() & old_files.keys() if new_files[p].hash != old_files[p].hash)

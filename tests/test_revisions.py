@@ -76,7 +76,7 @@ def test_resolve_errors(history, rev, reason):
 
 
 def test_a_blob_id_is_not_a_commit(history):
-    repo, ids = history
+    repo, _ = history
     snapshot = repo.read_commit("HEAD").snapshot
     with pytest.raises(RevisionError):
         repo.resolve(snapshot)

@@ -87,10 +87,11 @@ def commit_text(commit: Commit, labels: list[str]) -> str:
 def table(rows: list[list[str]], header: list[str], right: set[int] | None = None) -> str:
     """A plain aligned table; ``right`` holds the indices of right-aligned columns."""
     right = right or set()
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
 
     def fmt(row: list[str]) -> str:
-        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         return "  ".join(cells).rstrip()
 
     return "\n".join([fmt(header), *(fmt(r) for r in rows)])

@@ -46,7 +46,8 @@ def init(state: State, path: str, base: str | None, base_revision: str | None, b
               help="Commit the adapter in this folder instead of the work tree (e.g. out/checkpoint-500).")
 @click.option("--base", help="Base model name or path for this commit (overrides the adapter's config).")
 @click.option("--base-revision", help="Revision of the base model.")
-@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata to record (value parsed as JSON if it can be).")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE",
+              help="Metadata to record (the value is parsed as JSON when it can be).")
 @click.option("--allow-empty", is_flag=True, help="Commit even when nothing changed.")
 @json_option
 @quiet_option
