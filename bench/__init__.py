@@ -1,0 +1,1 @@
+"""Benchmarks for adaptvc (``python -m bench``). See docs/benchmarks.md."""
