@@ -57,6 +57,9 @@ class ReflogEntry:
 
 
 class Refs:
+    #: seconds to wait for another process's lock on a ref before reporting it as locked
+    lock_timeout = 3.0
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
 
@@ -135,10 +138,18 @@ class Refs:
         path = self._path(ref)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.with_name(path.name + ".lock")
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            raise RefLockedError(ref, str(lock)) from None
+        # A lock is held for milliseconds; wait a little for a concurrent writer before giving up.
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.001
+        while True:
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileExistsError:
+                if time.monotonic() >= deadline:
+                    raise RefLockedError(ref, str(lock)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
         os.close(fd)
         try:
             yield lock

@@ -17,7 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,8 @@ from .progress import SILENT, Progress
 from .refs import HEADS, TAGS, Refs, check_ref_name
 from .revisions import resolve_revision
 from .snapshot import CONFIG_NAME, build_snapshot, find_adapter_files, read_config
-from .status import Status, compare_snapshots
-from .store import ObjectStore
+from .status import Status, compare_snapshots, config_changes
+from .store import MAX_METADATA_OBJECT, ObjectStore
 
 ADMIN_DIR = ".adaptvc"
 DEFAULT_BRANCH = "main"
@@ -266,10 +266,29 @@ class Repository:
         return build_snapshot(files, None)
 
     def status(self, source: str | os.PathLike[str] | None = None) -> Status:
-        """How the work tree (or ``source``) differs from HEAD, by tensor and by file."""
+        """How the work tree (or ``source``) differs from HEAD, by tensor, config key and file."""
         head = self.head()
         old = self.store.read_snapshot(self.store.read_commit(head).snapshot) if head else None
-        return compare_snapshots(old, self.worktree_snapshot(source), head)
+        folder = Path(source) if source is not None else self.work_tree
+        new = self.worktree_snapshot(folder)
+        st = compare_snapshots(old, new, head)
+        keys: list[str] = []
+        for path in st.files_modified + st.files_added + st.files_removed:
+            prefix, _, name = path.rpartition("/")
+            if name != CONFIG_NAME:
+                continue
+            before = self.config_at(old, path) if old else {}
+            after = read_config(folder, path) if new.file(path) else {}
+            keys += [f"{prefix}/{k}" if prefix else k for k in config_changes(before, after)]
+        return replace(st, config_keys=sorted(keys))
+
+    def config_at(self, snapshot: Snapshot, path: str = CONFIG_NAME) -> dict[str, Any]:
+        """The adapter config stored at ``path`` in ``snapshot`` ({} when absent)."""
+        entry = snapshot.file(path)
+        if entry is None:
+            return {}
+        data = json.loads(self.store.read(entry.hash, MAX_METADATA_OBJECT))
+        return data if isinstance(data, dict) else {}
 
     # -- checking out ---------------------------------------------------------------------------------------
     def checkout(self, rev: str, out_dir: str | os.PathLike[str] | None = None, *, force: bool = False,

@@ -24,6 +24,8 @@ class Status:
     files_modified: list[str] = field(default_factory=list)
     files_added: list[str] = field(default_factory=list)
     files_removed: list[str] = field(default_factory=list)
+    #: top-level keys of adapter_config.json that differ (``folder/key`` for a sub-folder adapter)
+    config_keys: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -42,9 +44,15 @@ class Status:
             "added": self.added,
             "removed": self.removed,
             "config_changed": self.config_changed,
+            "config_keys": self.config_keys,
             "files": {"modified": self.files_modified, "added": self.files_added,
                       "removed": self.files_removed},
         }
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[Any]]:
+    """``{key: [old, new]}`` for every top-level key whose value differs (a missing key reads as None)."""
+    return {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
 
 
 def compare_snapshots(old: Snapshot | None, new: Snapshot, head: str | None = None) -> Status:

@@ -78,7 +78,7 @@ def test_newcomer_session(work, tmp_path):
     assert "adapter_model.safetensors" in text and "lora_A" in text
 
     assert run_json(work, "status") == {"clean": True, "head": log[0]["id"], "modified": [], "added": [],
-                                        "removed": [], "config_changed": False,
+                                        "removed": [], "config_changed": False, "config_keys": [],
                                         "files": {"modified": [], "added": [], "removed": []}}
     assert "nothing to commit" in run(work, "status").stdout
 

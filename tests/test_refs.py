@@ -47,6 +47,7 @@ def test_lock_file_blocks_a_second_writer(refs, tmp_path):
     (tmp_path / "refs" / "heads").mkdir(parents=True, exist_ok=True)
     lock = tmp_path / "refs" / "heads" / "main.lock"
     lock.write_text("")
+    refs.lock_timeout = 0.05
     with pytest.raises(RefLockedError, match="remove that file"):
         refs.set_if_equals("refs/heads/main", None, A)
     lock.unlink()

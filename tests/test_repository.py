@@ -144,7 +144,7 @@ def test_status(repo_dir):
     (repo_dir / "adapter_config.json").write_text(json.dumps(cfg))
     st = repo.status()
     assert st.modified == [name] and st.added == [] and st.removed == []
-    assert st.config_changed
+    assert st.config_changed and st.config_keys == ["lora_dropout"]
     assert st.files_modified == ["adapter_config.json", "adapter_model.safetensors"]
 
 

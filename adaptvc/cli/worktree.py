@@ -95,7 +95,7 @@ def status(state: State, as_json: bool) -> None:
             for n in names:
                 click.echo(f"    {label}: {n}")
     if st.config_changed:
-        click.echo("\nThe adapter config changed.")
+        click.echo("\nConfig keys changed: " + (", ".join(st.config_keys) or "(formatting only)"))
     click.echo("\nRun 'adaptvc commit -m MESSAGE' to record these changes.")
 
 
