@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
+from .diff import Diff, diff_versions
 from .errors import (
     AdaptvcError,
     NoAdapterError,
@@ -45,6 +46,7 @@ from .revisions import resolve_revision
 from .snapshot import CONFIG_NAME, build_snapshot, find_adapter_files, read_config
 from .status import Status, compare_snapshots, config_changes
 from .store import MAX_METADATA_OBJECT, ObjectStore
+from .version_view import WORKTREE, VersionView, folder_configs
 
 ADMIN_DIR = ".adaptvc"
 DEFAULT_BRANCH = "main"
@@ -289,6 +291,21 @@ class Repository:
             return {}
         data = json.loads(self.store.read(entry.hash, MAX_METADATA_OBJECT))
         return data if isinstance(data, dict) else {}
+
+    def version_view(self, rev: str | None) -> VersionView:
+        """A readable view of version ``rev``, or of the work tree when ``rev`` is None."""
+        if rev is None:
+            snap = self.worktree_snapshot()
+            configs = folder_configs(snap, lambda p: read_config(self.work_tree, p))
+            return VersionView(WORKTREE, snap, self.store, self.work_tree, configs)
+        commit = self.read_commit(rev)
+        snap = self.store.read_snapshot(commit.snapshot)
+        return VersionView(commit.id, snap, self.store, None, folder_configs(snap, lambda p: self.config_at(snap, p)))
+
+    def diff(self, a: str | None = "HEAD", b: str | None = None, *, tensors: str | None = None) -> Diff:
+        """Compare version ``a`` with version ``b`` (None: the work tree), per tensor, per LoRA module and in
+        the config. ``tensors`` is a glob limiting the tensor names (matched anywhere in the name)."""
+        return diff_versions(self.version_view(a), self.version_view(b), tensors)
 
     # -- checking out ---------------------------------------------------------------------------------------
     def checkout(self, rev: str, out_dir: str | os.PathLike[str] | None = None, *, force: bool = False,

@@ -79,9 +79,9 @@ def cli(ctx: click.Context, directory: str) -> None:
 
 
 def _register() -> None:
-    from . import history, refs, worktree
+    from . import diff, history, refs, worktree
 
-    for module in (worktree, history, refs):
+    for module in (worktree, history, diff, refs):
         for command in module.COMMANDS:
             cli.add_command(command)
 
