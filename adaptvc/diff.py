@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import itemsize, to_float64
+from .dtypes import Workspace, itemsize, to_float64
 from .lowrank import as_factors, compare_updates, lora_modules, lora_scale
 from .status import config_changes
 from .version_view import VersionView
@@ -118,10 +118,11 @@ class Diff:
 
 
 # -- per-tensor numbers -------------------------------------------------------------------------------------
-def _chunks(raw: bytes, dtype: str) -> Iterator[np.ndarray]:
+def _chunks(raw: bytes, dtype: str, ws: Workspace | None = None, slot: str = "") -> Iterator[np.ndarray]:
     step = CHUNK_ELEMENTS * itemsize(dtype)
     for start in range(0, len(raw), step):
-        yield to_float64(memoryview(raw)[start:start + step], dtype)
+        part = memoryview(raw)[start:start + step]
+        yield ws.convert(slot, part, dtype) if ws is not None else to_float64(part, dtype)
 
 
 @dataclass
@@ -153,11 +154,11 @@ def _pair_numbers(name: str, status: str, ea: Any, eb: Any, sums: _Sums) -> Tens
     )
 
 
-def _norm(view: VersionView, name: str) -> float | None:
+def _norm(view: VersionView, name: str, ws: Workspace) -> float | None:
     if not view.numeric(name):
         return None
     entry = view.tensors[name]
-    return math.sqrt(sum(float(x @ x) for x in _chunks(view.raw(name), entry.dtype)))
+    return math.sqrt(sum(float(x @ x) for x in _chunks(view.raw(name), entry.dtype, ws, "x")))
 
 
 def diff_versions(a: VersionView, b: VersionView, pattern: str | None = None) -> Diff:
@@ -166,19 +167,20 @@ def diff_versions(a: VersionView, b: VersionView, pattern: str | None = None) ->
     if pattern:
         names = [n for n in names if fnmatchcase(n, pattern if pattern.startswith("*") else f"*{pattern}*")]
     results: dict[str, TensorDiff] = {}
+    ws = Workspace()
     for n in names:
         ea, eb = a.tensors.get(n), b.tensors.get(n)
         if ea is None:
-            results[n] = TensorDiff(n, "added", None, eb.dtype, None, eb.shape, norm_b=_norm(b, n))
+            results[n] = TensorDiff(n, "added", None, eb.dtype, None, eb.shape, norm_b=_norm(b, n, ws))
         elif eb is None:
-            results[n] = TensorDiff(n, "removed", ea.dtype, None, ea.shape, None, norm_a=_norm(a, n))
+            results[n] = TensorDiff(n, "removed", ea.dtype, None, ea.shape, None, norm_a=_norm(a, n, ws))
         elif (ea.blob, ea.dtype, ea.shape) == (eb.blob, eb.dtype, eb.shape):
             results[n] = TensorDiff(n, "unchanged", ea.dtype, eb.dtype, ea.shape, eb.shape)
 
     modules: list[ModuleDiff] = []
     both = {n for n in names if n in a.tensors and n in b.tensors}
     for module, mn in sorted(lora_modules(both).items()):
-        diff = _module_diff(a, b, module, mn.a, mn.b, results)
+        diff = _module_diff(a, b, module, mn.a, mn.b, results, ws)
         if diff is not None:
             modules.append(diff)
 
@@ -190,7 +192,7 @@ def diff_versions(a: VersionView, b: VersionView, pattern: str | None = None) ->
             results[n] = TensorDiff(n, "modified", ea.dtype, eb.dtype, ea.shape, eb.shape)
             continue
         sums = _Sums()
-        for xa, xb in zip(_chunks(a.raw(n), ea.dtype), _chunks(b.raw(n), eb.dtype), strict=True):
+        for xa, xb in zip(_chunks(a.raw(n), ea.dtype, ws, "x"), _chunks(b.raw(n), eb.dtype, ws, "y"), strict=True):
             sums.add(xa, xb)
         results[n] = _pair_numbers(n, "modified", ea, eb, sums)
 
@@ -211,30 +213,38 @@ def _split_folder(name: str) -> tuple[str, str]:
 
 
 def _module_diff(a: VersionView, b: VersionView, module: str, name_a: str, name_b: str,
-                 results: dict[str, TensorDiff]) -> ModuleDiff | None:
+                 results: dict[str, TensorDiff], ws: Workspace) -> ModuleDiff | None:
     names = (name_a, name_b)
     if not all(v.numeric(n) for v in (a, b) for n in names):
         return None
     folder, local = _split_folder(module)
     unchanged = all(results.get(n) is not None and results[n].status == "unchanged" for n in names)
-    A1, B1 = a.values(name_a), a.values(name_b)
-    A2, B2 = (A1, B1) if unchanged else (b.values(name_a), b.values(name_b))
-    for n, x1, x2 in ((name_a, A1, A2), (name_b, B1, B2)):  # the tensors' own numbers, from the same reads
-        if n not in results:
-            e1, e2 = a.tensors[n], b.tensors[n]
-            if x1.shape == x2.shape:
-                sums = _Sums()
-                sums.add(x1.reshape(-1), x2.reshape(-1))
-                results[n] = _pair_numbers(n, "modified", e1, e2, sums)
-            else:
-                results[n] = TensorDiff(n, "modified", e1.dtype, e2.dtype, e1.shape, e2.shape)
+    A1, B1 = a.values(name_a, ws, "a1"), a.values(name_b, ws, "b1")
+    A2, B2 = (A1, B1) if unchanged else (b.values(name_a, ws, "a2"), b.values(name_b, ws, "b2"))
     f1, f2 = as_factors(A1, B1), as_factors(A2, B2)
-    if f1 is None or f2 is None:
+    cmp = None
+    if f1 is not None and f2 is not None:
+        (a1, b1), (a2, b2) = f1, f2
+        s1 = lora_scale(a.config(folder), local, a1.shape[0])
+        s2 = lora_scale(b.config(folder), local, a2.shape[0])
+        cmp = compare_updates(a1, b1, s1, a2, b2, s2)
+    # the factors' own tensor numbers: from the module's Gram matrices when it has them, else directly
+    for n, x1, x2, stats in ((name_a, A1, A2, cmp and cmp.factor_a), (name_b, B1, B2, cmp and cmp.factor_b)):
+        if n in results:
+            continue
+        e1, e2 = a.tensors[n], b.tensors[n]
+        if x1.shape != x2.shape:
+            results[n] = TensorDiff(n, "modified", e1.dtype, e2.dtype, e1.shape, e2.shape)
+            continue
+        sums = _Sums()
+        if stats is not None:
+            sums.na, sums.nb, sums.dot = stats.norm_1 ** 2, stats.norm_2 ** 2, stats.dot
+            sums.delta, sums.max_abs = stats.delta ** 2, stats.max_abs_delta
+        else:
+            sums.add(x1.reshape(-1), x2.reshape(-1))
+        results[n] = _pair_numbers(n, "modified", e1, e2, sums)
+    if cmp is None:
         return None
-    (a1, b1), (a2, b2) = f1, f2
-    s1 = lora_scale(a.config(folder), local, a1.shape[0])
-    s2 = lora_scale(b.config(folder), local, a2.shape[0])
-    cmp = compare_updates(a1, b1, s1, a2, b2, s2)
     status = "unchanged" if unchanged and s1 == s2 else "modified"
     return ModuleDiff(module, status, a1.shape[0], a2.shape[0], s1, s2, cmp.norm_a, cmp.norm_b, cmp.change,
                       cmp.rel_change, cmp.cosine)

@@ -41,13 +41,39 @@ def itemsize(dtype: str) -> int:
     return _ITEMSIZE[dtype]
 
 
-def to_float64(raw: bytes | bytearray | memoryview | np.ndarray, dtype: str) -> np.ndarray:
-    """The values of ``raw`` (little-endian ``dtype``) as a flat float64 array."""
+def to_float64(raw: bytes | bytearray | memoryview | np.ndarray, dtype: str,
+               out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+    """The values of ``raw`` (little-endian ``dtype``) as a flat float64 array.
+
+    With ``out`` (float64) and ``scratch`` (uint32), both at least as long, no memory is allocated: reusing
+    buffers avoids faulting in fresh pages for every tensor, which costs more than the conversion."""
+    if dtype not in _ITEMSIZE:
+        raise ValueError(f"cannot compute with dtype {dtype}")
     buf = np.frombuffer(raw, dtype=np.uint8)
-    if dtype == "BF16":
-        return (buf.view("<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    if dtype in _FP8:
-        return _FP8[dtype][buf]
-    if dtype in _DIRECT:
-        return buf.view(_DIRECT[dtype]).astype(np.float64)
-    raise ValueError(f"cannot compute with dtype {dtype}")
+    n = len(buf) // _ITEMSIZE[dtype]
+    target = np.empty(n, dtype=np.float64) if out is None else out[:n]
+    if dtype == "BF16":  # the top half of a float32
+        wide = np.empty(n, dtype=np.uint32) if scratch is None else scratch[:n]
+        np.left_shift(buf.view("<u2"), 16, out=wide, dtype=np.uint32)
+        target[:] = wide.view(np.float32)
+    elif dtype in _FP8:
+        np.take(_FP8[dtype], buf, out=target)
+    else:
+        target[:] = buf.view(_DIRECT[dtype])
+    return target
+
+
+class Workspace:
+    """Named float64 buffers (and one uint32 scratch) reused across tensors of varying size."""
+
+    def __init__(self) -> None:
+        self._f64: dict[str, np.ndarray] = {}
+        self._u32 = np.empty(0, dtype=np.uint32)
+
+    def convert(self, slot: str, raw: bytes | bytearray | memoryview, dtype: str) -> np.ndarray:
+        n = len(raw) // _ITEMSIZE[dtype] if dtype in _ITEMSIZE else 0
+        if self._f64.get(slot, np.empty(0)).size < n:
+            self._f64[slot] = np.empty(n, dtype=np.float64)
+        if self._u32.size < n:
+            self._u32 = np.empty(n, dtype=np.uint32)
+        return to_float64(raw, dtype, self._f64[slot], self._u32)

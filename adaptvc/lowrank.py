@@ -82,31 +82,70 @@ def _gram_dot(b1: np.ndarray, a1: np.ndarray, b2: np.ndarray, a2: np.ndarray) ->
 
 
 @dataclass(frozen=True)
+class FactorStats:
+    """Per-tensor numbers of one factor pair (A₁, A₂) or (B₁, B₂), read off the Gram matrices."""
+
+    norm_1: float
+    norm_2: float
+    dot: float
+    delta: float
+    max_abs_delta: float
+
+
+@dataclass(frozen=True)
 class UpdateComparison:
     norm_a: float
     norm_b: float
     change: float
     cosine: float | None
+    factor_a: FactorStats | None = None  # the A factors' own numbers, when both have the same shape
+    factor_b: FactorStats | None = None
 
     @property
     def rel_change(self) -> float | None:
         return self.change / self.norm_a if self.norm_a > 0 else None
 
 
+def _cosine(dot: float, n1: float, n2: float) -> float | None:
+    return max(-1.0, min(1.0, dot / (n1 * n2))) if n1 > 0 and n2 > 0 else None
+
+
+def _same_shape(a1: np.ndarray, b1: np.ndarray, s1: float, a2: np.ndarray, b2: np.ndarray,
+                s2: float) -> UpdateComparison:
+    """Six r × r products in all. With δA = A₂ − A₁ and δB = B₂ − B₁:
+    B₂A₂ − B₁A₁ = δB·A₂ + B₁·δA, and the Grams of A₁ and B₂ follow from those of A₂, δA, B₁, δB."""
+    da, db = a2 - a1, b2 - b1
+    g_b1 = b1.T @ b1
+    g_a2 = a2 @ a2.T
+    g_db = db.T @ db
+    g_da = da @ da.T
+    x_b = db.T @ b1   # δBᵀB₁
+    x_a = a2 @ da.T   # A₂δAᵀ
+    g_b2 = g_b1 + x_b + x_b.T + g_db
+    g_a1 = g_a2 - x_a - x_a.T + g_da
+    sq1 = s1 * s1 * float(np.sum(g_b1 * g_a1))
+    sq2 = s2 * s2 * float(np.sum(g_b2 * g_a2))
+    # ‖δB·A₂ + B₁·δA‖² = ‖δB A₂‖² + ‖B₁ δA‖² + 2⟨δB A₂, B₁ δA⟩, all of the size of the change itself
+    change_sq = s1 * s1 * (float(np.sum(g_db * g_a2)) + float(np.sum(g_b1 * g_da)) + 2.0 * float(np.sum(x_b * x_a)))
+    n1, n2, change = math.sqrt(max(sq1, 0.0)), math.sqrt(max(sq2, 0.0)), math.sqrt(max(change_sq, 0.0))
+    dot = (sq1 + sq2 - change_sq) / 2.0  # error of the order of 1e-16·(sq1 + sq2): fine for a cosine
+
+    def factor(g1: np.ndarray, g2: np.ndarray, gd: np.ndarray, d: np.ndarray) -> FactorStats:
+        t1, t2, td = float(np.trace(g1)), float(np.trace(g2)), float(np.trace(gd))
+        return FactorStats(math.sqrt(max(t1, 0.0)), math.sqrt(max(t2, 0.0)), (t1 + t2 - td) / 2.0,
+                           math.sqrt(max(td, 0.0)), float(np.max(np.abs(d))) if d.size else 0.0)
+
+    return UpdateComparison(n1, n2, change, _cosine(dot, n1, n2),
+                            factor(g_a1, g_a2, g_da, da), factor(g_b1, g_b2, g_db, db))
+
+
 def compare_updates(a1: np.ndarray, b1: np.ndarray, s1: float,
                     a2: np.ndarray, b2: np.ndarray, s2: float) -> UpdateComparison:
     """Compare ΔW₁ = s₁B₁A₁ with ΔW₂ = s₂B₂A₂ (factors as returned by :func:`as_factors`)."""
+    if a1.shape == a2.shape and b1.shape == b2.shape and s1 == s2:
+        return _same_shape(a1, b1, s1, a2, b2, s2)
     sq1 = s1 * s1 * _gram_dot(b1, a1, b1, a1)
     sq2 = s2 * s2 * _gram_dot(b2, a2, b2, a2)
     dot = s1 * s2 * _gram_dot(b1, a1, b2, a2)
-    if a1.shape == a2.shape and b1.shape == b2.shape and s1 == s2:
-        db, da = b2 - b1, a2 - a1
-        change_sq = s1 * s1 * (_gram_dot(db, a2, db, a2) + _gram_dot(b1, da, b1, da)
-                               + 2.0 * _gram_dot(db, a2, b1, da))
-    else:
-        change_sq = sq1 + sq2 - 2.0 * dot
     n1, n2 = math.sqrt(max(sq1, 0.0)), math.sqrt(max(sq2, 0.0))
-    cosine = dot / (n1 * n2) if n1 > 0 and n2 > 0 else None
-    if cosine is not None:
-        cosine = max(-1.0, min(1.0, cosine))
-    return UpdateComparison(n1, n2, math.sqrt(max(change_sq, 0.0)), cosine)
+    return UpdateComparison(n1, n2, math.sqrt(max(sq1 + sq2 - 2.0 * dot, 0.0)), _cosine(dot, n1, n2))

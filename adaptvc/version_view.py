@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import NUMERIC_DTYPES, to_float64
+from .dtypes import NUMERIC_DTYPES, Workspace, to_float64
 from .errors import FileChangedError
 from .hashing import hash_bytes
 from .objects import Snapshot, TensorEntry
@@ -65,10 +65,13 @@ class VersionView:
             raise FileChangedError(rel)
         return data
 
-    def values(self, name: str) -> np.ndarray:
-        """The tensor as a float64 array of its shape."""
+    def values(self, name: str, workspace: Workspace | None = None, slot: str = "") -> np.ndarray:
+        """The tensor as a float64 array of its shape (in ``workspace``'s buffer ``slot`` when given: valid
+        until that slot is used again)."""
         entry = self.tensors[name]
-        return to_float64(self.raw(name), entry.dtype).reshape(entry.shape)
+        raw = self.raw(name)
+        flat = workspace.convert(slot, raw, entry.dtype) if workspace is not None else to_float64(raw, entry.dtype)
+        return flat.reshape(entry.shape)
 
     def numeric(self, name: str) -> bool:
         return self.tensors[name].dtype in NUMERIC_DTYPES

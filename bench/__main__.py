@@ -95,6 +95,17 @@ def main() -> None:
 
     checkout_s = median(checkout, args.repeat)
     log_s = median(lambda: timed([*adaptvc, "-C", str(work), "log", "--json"]), args.repeat)
+    diff_s = median(lambda: timed([*adaptvc, "-C", str(work), "diff", "HEAD~2", "HEAD~1", "--json"]), args.repeat)
+
+    def read_both() -> float:
+        t = time.perf_counter()
+        for folder in ("v1", "v2"):
+            with open(src / folder / "adapter_model.safetensors", "rb", buffering=0) as f:
+                while f.read(16 << 20):
+                    pass
+        return time.perf_counter() - t
+
+    read_s = median(read_both, args.repeat)
 
     full_s = statistics.median(commit_full[1:] or commit_full)
     rows = [
@@ -106,6 +117,8 @@ def main() -> None:
         ("commit of an unchanged adapter (refused)", noop, noop / dd_s),
         ("checkout of an old version", checkout_s, checkout_s / dd_s),
         (f"log of {args.versions + 1} commits", log_s, log_s / dd_s),
+        ("diff of two fully changed versions", diff_s, diff_s / dd_s),
+        ("(reading both files once, in Python)", read_s, read_s / dd_s),
     ]
     print(f"\n| operation on {size / 1e6:.0f} MB | seconds | × durable copy |\n|---|---:|---:|")
     for name, s, r in rows:
