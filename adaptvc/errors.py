@@ -52,7 +52,8 @@ class PickleRefusedError(AdaptvcError):
         self.path = path
         super().__init__(
             f"{path} is a pickle file, which can run arbitrary code when loaded; adaptvc stores only "
-            "safetensors. Save the adapter with save_pretrained(..., safe_serialization=True)"
+            "safetensors. Save the adapter with save_pretrained(..., safe_serialization=True), or pass "
+            "--allow-pickle to convert it (loaded with torch.load(weights_only=True))"
         )
 
 
@@ -118,13 +119,18 @@ class RefMovedError(AdaptvcError):
 
 
 class RefLockedError(AdaptvcError):
-    def __init__(self, ref: str, lock_path: str) -> None:
+    def __init__(self, ref: str, lock_path: str, pid: int | None = None, stale: bool = False) -> None:
         self.ref = ref
         self.lock_path = lock_path
-        super().__init__(
-            f"{ref} is locked by another adaptvc process ({lock_path}); if none is running, "
-            f"remove that file and try again"
-        )
+        self.pid = pid
+        self.stale = stale
+        if stale:
+            msg = (f"{ref} is locked by process {pid or '?'}, which is no longer running: the lock is stale; "
+                   "run 'adaptvc unlock' to clear it")
+        else:
+            msg = (f"{ref} is locked by another adaptvc process ({pid or 'unknown pid'}); try again when it is "
+                   f"done, or if it is not running, run 'adaptvc unlock'")
+        super().__init__(msg)
 
 
 class RevisionError(AdaptvcError, KeyError):

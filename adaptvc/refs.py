@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,49 @@ def check_ref_name(name: str, kind: str = "name") -> str:
     if name == "HEAD" or is_object_id(name):
         raise bad("cannot be HEAD or look like a full commit id")
     return name
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a ref lock: written into the lock file when it is taken."""
+
+    path: Path
+    pid: int | None
+    host: str | None
+    time: float | None
+
+    #: a lock older than this whose owner cannot be checked (another host) is taken to be stale
+    MAX_AGE = 600.0
+
+    @classmethod
+    def read(cls, path: Path) -> LockInfo | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        pid, host, when = data.get("pid"), data.get("host"), data.get("time")
+        return cls(path, pid if isinstance(pid, int) else None, host if isinstance(host, str) else None,
+                   float(when) if isinstance(when, (int, float)) else None)
+
+    @property
+    def stale(self) -> bool:
+        if self.pid is not None and self.host == socket.gethostname():
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+            return False
+        try:
+            age = time.time() - (self.time if self.time is not None else self.path.stat().st_mtime)
+        except FileNotFoundError:
+            return False
+        return age > self.MAX_AGE
 
 
 @dataclass(frozen=True)
@@ -138,6 +182,7 @@ class Refs:
         path = self._path(ref)
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.with_name(path.name + ".lock")
+        owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
         # A lock is held for milliseconds; wait a little for a concurrent writer before giving up.
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.001
@@ -147,10 +192,15 @@ class Refs:
                 break
             except FileExistsError:
                 if time.monotonic() >= deadline:
-                    raise RefLockedError(ref, str(lock)) from None
+                    info = LockInfo.read(lock)
+                    raise RefLockedError(ref, str(lock), info.pid if info else None,
+                                         bool(info and info.stale)) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
-        os.close(fd)
+        try:
+            os.write(fd, owner.encode())
+        finally:
+            os.close(fd)
         try:
             yield lock
         finally:
@@ -158,12 +208,32 @@ class Refs:
                 os.unlink(lock)
 
     def _write_locked(self, lock: Path, path: Path, text: str) -> None:
-        with open(lock, "w", encoding="utf-8") as f:
+        """Replace ``path`` with ``text`` while holding ``lock`` (temp file, fsync, rename)."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text + "\n")
             f.flush()
             os.fsync(f.fileno())
-        os.replace(lock, path)
+        os.replace(tmp, path)
         fsync_dir(path.parent)
+
+    def locks(self) -> list[LockInfo]:
+        """Every ref lock file present (normally none: a lock lives for milliseconds)."""
+        out = []
+        for lock in sorted(self.root.glob("HEAD.lock")) + sorted((self.root / "refs").rglob("*.lock")):
+            info = LockInfo.read(lock)
+            out.append(info or LockInfo(lock, None, None, None))
+        return out
+
+    def clear_stale_locks(self, force: bool = False) -> list[LockInfo]:
+        """Remove lock files whose process is gone (``force``: every lock). Returns those removed."""
+        removed = []
+        for info in self.locks():
+            if force or info.stale:
+                with contextlib.suppress(FileNotFoundError):
+                    info.path.unlink()
+                removed.append(info)
+        return removed
 
     def set_if_equals(self, ref: str, old: str | None, new: str | None, message: str = "") -> None:
         """Move ``ref`` from ``old`` to ``new`` (None: absent), or raise RefMovedError if it is not at ``old``.

@@ -36,6 +36,8 @@ from .errors import (
     UnsupportedFormatError,
     WouldOverwriteError,
 )
+from .fsck import FsckReport, fsck
+from .gc import DEFAULT_GRACE_SECONDS, GcReport, gc
 from .hashing import HASH_NAME, hash_stream
 from .materialise import materialise
 from .objects import FORMAT_VERSION, BasePin, Commit, Snapshot
@@ -197,17 +199,20 @@ class Repository:
     def commit(self, message: str, source: str | os.PathLike[str] | None = None, *,
                base: str | None = None, base_revision: str | None = None,
                metadata: dict[str, Any] | None = None, author: str | None = None,
-               allow_empty: bool = False, progress: Progress = SILENT) -> Commit:
+               allow_empty: bool = False, allow_pickle: bool = False, progress: Progress = SILENT) -> Commit:
         """Snapshot the adapter in ``source`` (default: the work tree) and record it as a new commit on the
         current branch. Returns the commit (``.id``, ``.parents``, ``.message``, ``.base``, …).
 
         Objects are written and made durable before the commit, and the commit before the branch moves,
         so a crash at any point leaves the store consistent. If another process moved the branch
-        meanwhile, :class:`~adaptvc.errors.RefMovedError` is raised and nothing is lost."""
+        meanwhile, :class:`~adaptvc.errors.RefMovedError` is raised and nothing is lost.
+
+        ``adapter_model.bin`` (pickle) is refused unless ``allow_pickle``; then it is loaded with
+        ``torch.load(weights_only=True)`` and stored as safetensors."""
         src = Path(source) if source is not None else self.work_tree
         head_ref = self.refs.head_target()
         parent = self.refs.head_commit()
-        files = find_adapter_files(src)
+        files = find_adapter_files(src, allow_pickle=allow_pickle)
         snapshot = build_snapshot(files, self.store, progress)
         if parent and not allow_empty and self.store.read_commit(parent).snapshot == snapshot.id:
             raise NothingToCommitError(parent)
@@ -375,6 +380,15 @@ class Repository:
         if oid != self.head():
             self._update_work_tree(self.show(oid).snapshot, force, progress)
         self.refs.set_head(HEADS + branch, f"switch: moving to {branch}")
+
+    # -- maintenance ----------------------------------------------------------------------------------------
+    def fsck(self, progress: Progress = SILENT) -> FsckReport:
+        """Re-hash every object and check that everything the history refers to exists."""
+        return fsck(self.store, self.refs, progress)
+
+    def gc(self, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False) -> GcReport:
+        """Delete objects no ref, tag or reflog entry reaches and that are older than ``grace_seconds``."""
+        return gc(self.store, self.refs, grace_seconds, dry_run)
 
     # -- tags and branches ----------------------------------------------------------------------------------
     def _create_ref(self, prefix: str, kind: str, name: str, rev: str, force: bool) -> str:

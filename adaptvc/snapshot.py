@@ -7,10 +7,12 @@ file, the hash of the tensor it belongs to; a blob is written only when the stor
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import FileChangedError, InvalidAdapterError, NoAdapterError, PickleRefusedError
 from .hashing import BLOCK_SIZE, hash_bytes, new_hasher
@@ -49,12 +51,34 @@ class AdapterFiles:
 def _adapter_dir_files(folder: Path, prefix: str, allow_pickle: bool) -> list[str]:
     if not (folder / CONFIG_NAME).is_file():
         return []
+    weights = WEIGHTS_NAME
     if not (folder / WEIGHTS_NAME).is_file():
-        if (folder / PICKLE_WEIGHTS_NAME).is_file() and not allow_pickle:
+        if not (folder / PICKLE_WEIGHTS_NAME).is_file():
+            raise NoAdapterError(str(folder), f"{prefix + CONFIG_NAME} has no {WEIGHTS_NAME} beside it")
+        if not allow_pickle:
             raise PickleRefusedError(str(folder / PICKLE_WEIGHTS_NAME))
-        raise NoAdapterError(str(folder), f"{prefix + CONFIG_NAME} has no {WEIGHTS_NAME} beside it")
-    names = [CONFIG_NAME, WEIGHTS_NAME, *(n for n in COMPANION_FILES if (folder / n).is_file())]
+        weights = PICKLE_WEIGHTS_NAME
+    names = [CONFIG_NAME, weights, *(n for n in COMPANION_FILES if (folder / n).is_file())]
     return [prefix + n for n in names]
+
+
+def pickle_to_safetensors(path: Path) -> bytes:
+    """An ``adapter_model.bin`` as safetensors bytes, loaded with ``torch.load(weights_only=True)`` (which
+    refuses to run code). Only called with an explicit ``allow_pickle``."""
+    try:
+        import torch
+        from safetensors.torch import save
+    except ImportError:
+        raise InvalidAdapterError(str(path), "converting a pickle file needs torch: pip install 'adaptvc[torch]'") \
+            from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad or unsafe file
+        raise InvalidAdapterError(str(path), f"not a loadable weights-only pickle ({type(e).__name__})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise InvalidAdapterError(str(path), "not a state dict of named tensors")
+    return save({k: v.detach().contiguous().clone() for k, v in state.items()}, metadata={"format": "pt"})
 
 
 def find_adapter_files(folder: str | os.PathLike[str], allow_pickle: bool = False) -> AdapterFiles:
@@ -93,29 +117,34 @@ def _check_unchanged(f, before: os.stat_result, path: str) -> None:
 
 def _snapshot_safetensors(path: Path, rel: str, store: ObjectStore | None, progress: Progress) -> FileEntry:
     with open(path, "rb", buffering=0) as f:
-        st = os.fstat(f.fileno())
-        header = read_header(f, st.st_size, rel)
-        whole = new_hasher()
-        whole.update(header.raw)
-        header_id = hash_bytes(header.raw)
-        if store is not None:
-            store.put_known(header_id, header.raw)
-        progress.update(header.size)
-        biggest = max((t.nbytes for t in header.tensors), default=0)
-        buf = memoryview(bytearray(min(biggest, MAX_BUFFERED_TENSOR)))
-        entries = []
-        for t in header.tensors:
-            if t.nbytes <= MAX_BUFFERED_TENSOR:
-                view = buf[: t.nbytes]
-                _readinto_exactly(f, view, rel)
-                whole.update(view)
-                oid = hash_bytes(view)
-                if store is not None:
-                    store.put_known(oid, view)
-            else:
-                oid = _stream_large_tensor(f, t.nbytes, whole, store, rel)
-            entries.append(TensorEntry(t.name, t.dtype, t.shape, oid, t.nbytes))
-            progress.update(t.nbytes)
+        return _snapshot_safetensors_file(f, os.fstat(f.fileno()), rel, store, progress)
+
+
+def _snapshot_safetensors_file(f: Any, st: os.stat_result, rel: str, store: ObjectStore | None,
+                               progress: Progress, on_disk: bool = True) -> FileEntry:
+    header = read_header(f, st.st_size, rel)
+    whole = new_hasher()
+    whole.update(header.raw)
+    header_id = hash_bytes(header.raw)
+    if store is not None:
+        store.put_known(header_id, header.raw)
+    progress.update(header.size)
+    biggest = max((t.nbytes for t in header.tensors), default=0)
+    buf = memoryview(bytearray(min(biggest, MAX_BUFFERED_TENSOR)))
+    entries = []
+    for t in header.tensors:
+        if t.nbytes <= MAX_BUFFERED_TENSOR:
+            view = buf[: t.nbytes]
+            _readinto_exactly(f, view, rel)
+            whole.update(view)
+            oid = hash_bytes(view)
+            if store is not None:
+                store.put_known(oid, view)
+        else:
+            oid = _stream_large_tensor(f, t.nbytes, whole, store, rel)
+        entries.append(TensorEntry(t.name, t.dtype, t.shape, oid, t.nbytes))
+        progress.update(t.nbytes)
+    if on_disk:
         _check_unchanged(f, st, rel)
     layout = SafetensorsLayout(header_id, header.size, tuple(entries))
     return FileEntry(rel, st.st_size, whole.hexdigest(), layout)
@@ -133,7 +162,7 @@ def _stream_large_tensor(f, size: int, whole, store: ObjectStore | None, rel: st
         whole.update(view)
         remaining -= len(view)
     oid = h.hexdigest()
-    if store is not None and not store.has(oid):
+    if store is not None and not store.freshen(oid):
         f.seek(start)
         if store.put_stream(f, size) != oid:
             raise FileChangedError(rel)
@@ -162,7 +191,7 @@ def _preflight(files: AdapterFiles) -> None:
     for rel in files.paths:
         path = files.root.joinpath(*rel.split("/"))
         if rel.endswith(".safetensors"):
-            with open(path, "rb") as f:
+            with open(path, "rb") as f:  # (a pickle file is checked by torch when it is converted)
                 read_header(f, os.fstat(f.fileno()).st_size, rel)
         elif rel.rpartition("/")[2] == CONFIG_NAME:
             _check_config(path.read_bytes(), rel)
@@ -189,6 +218,12 @@ def build_snapshot(files: AdapterFiles, store: ObjectStore | None = None,
             path = files.root.joinpath(*rel.split("/"))
             if rel.endswith(".safetensors"):
                 entries.append(_snapshot_safetensors(path, rel, store, progress))
+            elif rel.rpartition("/")[2] == PICKLE_WEIGHTS_NAME:  # only present with allow_pickle
+                data = pickle_to_safetensors(path)
+                converted = rel[: -len(PICKLE_WEIGHTS_NAME)] + WEIGHTS_NAME
+                fake_stat = os.stat_result((0, 0, 0, 0, 0, 0, len(data), 0, 0, 0))
+                entries.append(_snapshot_safetensors_file(io.BytesIO(data), fake_stat, converted, store, progress,
+                                                          on_disk=False))
             else:
                 entries.append(_snapshot_plain(path, rel, store, progress))
     finally:

@@ -42,6 +42,17 @@ class ObjectStore:
     def has(self, oid: str) -> bool:
         return self.path(oid).is_file()
 
+    def freshen(self, oid: str) -> bool:
+        """If the object exists, touch its mtime and return True. A writer that reuses an existing object
+        freshens it, so that gc's grace period protects it exactly like a newly written one."""
+        try:
+            os.utime(self.path(oid), follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        except PermissionError:  # a read-only store (someone else's): reading still works
+            return self.has(oid)
+        return True
+
     def iter_ids(self, prefix: str = "") -> Iterator[str]:
         """Object ids in the store, optionally only those starting with ``prefix`` (hex)."""
         dirs = [prefix[:2]] if len(prefix) >= 2 else None
@@ -77,7 +88,7 @@ class ObjectStore:
     def put_known(self, oid: str, chunks: list[bytes | memoryview] | bytes | memoryview) -> bool:
         """Store bytes whose id the caller has just computed from these very bytes. Returns True when the
         object was new. Storing an object that exists is a no-op."""
-        if self.has(oid):
+        if self.freshen(oid):
             return False
         if isinstance(chunks, (bytes, bytearray, memoryview)):
             chunks = [chunks]
@@ -113,7 +124,7 @@ class ObjectStore:
                     out.write(chunk)
                     remaining -= len(chunk)
             oid = h.hexdigest()
-            if self.has(oid):
+            if self.freshen(oid):
                 os.unlink(tmp)
             else:
                 self._install(tmp, oid)

@@ -48,7 +48,7 @@ def test_lock_file_blocks_a_second_writer(refs, tmp_path):
     lock = tmp_path / "refs" / "heads" / "main.lock"
     lock.write_text("")
     refs.lock_timeout = 0.05
-    with pytest.raises(RefLockedError, match="remove that file"):
+    with pytest.raises(RefLockedError, match="adaptvc unlock"):
         refs.set_if_equals("refs/heads/main", None, A)
     lock.unlink()
     refs.set_if_equals("refs/heads/main", None, A)

@@ -49,15 +49,18 @@ def init(state: State, path: str, base: str | None, base_revision: str | None, b
 @click.option("--meta", multiple=True, metavar="KEY=VALUE",
               help="Metadata to record (the value is parsed as JSON when it can be).")
 @click.option("--allow-empty", is_flag=True, help="Commit even when nothing changed.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Accept adapter_model.bin: load it with torch.load(weights_only=True), store it as safetensors.")
 @json_option
 @quiet_option
 @pass_state
 def commit(state: State, message: str, source: str | None, base: str | None, base_revision: str | None,
-           meta: tuple[str, ...], allow_empty: bool, as_json: bool, quiet: bool) -> None:
+           meta: tuple[str, ...], allow_empty: bool, allow_pickle: bool, as_json: bool, quiet: bool) -> None:
     """Record the adapter as a new version on the current branch."""
     repo = state.repo
     c = repo.commit(message, source=state.path(source) if source else None, base=base, base_revision=base_revision,
-                    metadata=_parse_meta(meta), allow_empty=allow_empty, progress=BarProgress(not quiet))
+                    metadata=_parse_meta(meta), allow_empty=allow_empty, allow_pickle=allow_pickle,
+                    progress=BarProgress(not quiet))
     if as_json:
         echo_json(commit_dict(c))
         return
