@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -191,6 +192,11 @@ class Snapshot:
                 return f
         return None
 
+    def without(self, drop: Callable[[str], bool]) -> Snapshot:
+        """The same version without the files whose path ``drop`` selects (e.g. training state)."""
+        kept = tuple(f for f in self.files if not drop(f.path))
+        return self if len(kept) == len(self.files) else Snapshot(kept)
+
     def tensors(self) -> list[tuple[str, TensorEntry]]:
         """(qualified name, entry) for every tensor. A tensor of the top-level adapter file keeps its name;
         one in a sub-folder's file (PEFT saves extra adapters there) is named ``folder/name``."""
@@ -206,19 +212,26 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class BasePin:
-    """The base model an adapter belongs to."""
+    """The base model an adapter belongs to: ``name_or_path`` to load it by (a portable Hub name when one is
+    known), its ``revision`` (never the adapter's), a ``fingerprint`` when the base was at hand, and the
+    ``local_path`` the adapter config named when a portable name replaced it."""
 
     name_or_path: str | None = None
     revision: str | None = None
     fingerprint: str | None = None
+    local_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name_or_path": self.name_or_path, "revision": self.revision, "fingerprint": self.fingerprint}
+        d = {"name_or_path": self.name_or_path, "revision": self.revision, "fingerprint": self.fingerprint}
+        if self.local_path is not None:
+            d["local_path"] = self.local_path
+        return d
 
     @classmethod
     def from_dict(cls, data: Any, what: str = "base") -> BasePin:
         r = _Reader(data, what)
-        return cls(r.get("name_or_path", str, True), r.get("revision", str, True), r.get("fingerprint", str, True))
+        return cls(r.get("name_or_path", str, True), r.get("revision", str, True), r.get("fingerprint", str, True),
+                   r.get("local_path", str, True))
 
     def describe(self) -> str:
         if not self.name_or_path:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
+from .basemodel import pin_fingerprint, target_modules, verify_folder_base, verify_live_base
 from .diff import Diff, diff_versions
 from .errors import (
     AdaptvcError,
@@ -39,13 +40,14 @@ from .errors import (
 from .fsck import FsckReport, fsck
 from .gc import DEFAULT_GRACE_SECONDS, GcReport, gc
 from .hashing import HASH_NAME, hash_stream
+from .live import is_live_model, load_into, saved_model
 from .materialise import materialise
 from .objects import FORMAT_VERSION, BasePin, Commit, Snapshot
 from .paths import join_inside
 from .progress import SILENT, Progress
 from .refs import HEADS, TAGS, Refs, check_ref_name
 from .revisions import resolve_revision
-from .snapshot import CONFIG_NAME, build_snapshot, find_adapter_files, read_config
+from .snapshot import CONFIG_NAME, build_snapshot, find_adapter_files, is_training_state, read_config
 from .status import Status, compare_snapshots, config_changes
 from .store import MAX_METADATA_OBJECT, ObjectStore
 from .version_view import WORKTREE, VersionView, folder_configs
@@ -185,23 +187,50 @@ class Repository:
     # -- committing -----------------------------------------------------------------------------------------
     def _base_pin(self, source: Path, snapshot: Snapshot, base: str | None,
                   base_revision: str | None) -> BasePin:
+        """The base-model pin of a new commit: ``--base``/``--base-revision`` of the commit, else of the
+        repository (``init --base``), else the adapter config's ``base_model_name_or_path``/``revision``.
+        A local path in the config is kept beside a portable name, and fingerprints the base when it is at
+        hand."""
         config_path = next((f.path for f in snapshot.files if f.path.rpartition("/")[2] == CONFIG_NAME),
                            CONFIG_NAME)
         cfg = read_config(source, config_path)
         default = self.config.get("base") or {}
-        cfg_name = cfg.get("base_model_name_or_path") or None
-        name = base or default.get("name_or_path") or cfg_name
+        cfg_name = cfg.get("base_model_name_or_path") if isinstance(cfg.get("base_model_name_or_path"), str) else None
+        cfg_rev = cfg.get("revision") if isinstance(cfg.get("revision"), str) else None
+        name = base or default.get("name_or_path") or cfg_name or None
         from_config = not (base or default.get("name_or_path"))
-        revision = base_revision or default.get("revision") or (cfg.get("revision") if from_config else None)
-        return BasePin(name if isinstance(name, str) else None,
-                       revision if isinstance(revision, str) else None)
+        revision = base_revision or default.get("revision") or (cfg_rev if from_config else None)
+        local = cfg_name if cfg_name and cfg_name != name and Path(cfg_name).expanduser().is_dir() else None
+        fingerprint = pin_fingerprint(self, snapshot, local or name, revision)
+        return BasePin(name if isinstance(name, str) else None, revision if isinstance(revision, str) else None,
+                       fingerprint, local)
 
-    def commit(self, message: str, source: str | os.PathLike[str] | None = None, *,
+    def verify_base(self, rev: str, base: str | Any, *, subfolder: str | None = None) -> str:
+        """Check ``base`` (a folder, a Hub name in the local cache, or a live model) against version ``rev``'s
+        pin and its adapter's modules; raise :class:`~adaptvc.basemodel.BaseMismatchError` naming what
+        differs. Returns a short description of what was checked."""
+        version = self.show(rev)
+        folder = (subfolder or "").strip("/")
+        if isinstance(base, (str, os.PathLike)):
+            verify_folder_base(self, version, str(base), folder)
+        else:
+            verify_live_base(self, version, base, folder)
+        n = len(target_modules(version.snapshot, folder))
+        pinned = "fingerprint matches" if version.commit.base.fingerprint else "no fingerprint was pinned"
+        return f"{n} adapter modules found in the base with the right shapes; {pinned}"
+
+    def commit(self, message: str, source: str | os.PathLike[str] | Any | None = None, *,
                base: str | None = None, base_revision: str | None = None,
                metadata: dict[str, Any] | None = None, author: str | None = None,
-               allow_empty: bool = False, allow_pickle: bool = False, progress: Progress = SILENT) -> Commit:
-        """Snapshot the adapter in ``source`` (default: the work tree) and record it as a new commit on the
-        current branch. Returns the commit (``.id``, ``.parents``, ``.message``, ``.base``, …).
+               allow_empty: bool = False, allow_pickle: bool = False, with_training_state: bool = False,
+               adapter_name: str | None = None, progress: Progress = SILENT) -> Commit:
+        """Snapshot the adapter in ``source`` and record it as a new commit on the current branch. Returns the
+        commit (``.id``, ``.parents``, ``.message``, ``.base``, …).
+
+        ``source`` is a folder in PEFT layout (default: the work tree) or a live ``PeftModel``: a model is
+        committed exactly as ``model.save_pretrained(dir)`` and a commit of ``dir`` would (all its adapters,
+        or only ``adapter_name``). ``with_training_state`` also keeps a Trainer checkpoint's optimizer,
+        scheduler, RNG and trainer state files, as opaque blobs (never unpickled).
 
         Objects are written and made durable before the commit, and the commit before the branch moves,
         so a crash at any point leaves the store consistent. If another process moved the branch
@@ -209,10 +238,15 @@ class Repository:
 
         ``adapter_model.bin`` (pickle) is refused unless ``allow_pickle``; then it is loaded with
         ``torch.load(weights_only=True)`` and stored as safetensors."""
+        if source is not None and is_live_model(source):
+            with saved_model(source, self.store.tmp_dir, adapter_name) as folder:
+                return self.commit(message, folder, base=base, base_revision=base_revision, metadata=metadata,
+                                   author=author, allow_empty=allow_empty, progress=progress,
+                                   with_training_state=with_training_state)
         src = Path(source) if source is not None else self.work_tree
         head_ref = self.refs.head_target()
         parent = self.refs.head_commit()
-        files = find_adapter_files(src, allow_pickle=allow_pickle)
+        files = find_adapter_files(src, allow_pickle=allow_pickle, with_training_state=with_training_state)
         snapshot = build_snapshot(files, self.store, progress)
         if parent and not allow_empty and self.store.read_commit(parent).snapshot == snapshot.id:
             raise NothingToCommitError(parent)
@@ -235,6 +269,14 @@ class Repository:
         else:
             self.refs.set_head(commit.id, reflog, expected=parent)
         return commit
+
+    def load(self, model: Any, rev: str = "HEAD", *, adapter_name: str = "default", is_trainable: bool = False,
+             subfolder: str | None = None, force: bool = False) -> Any:
+        """Version ``rev`` as a ``PeftModel`` on ``model`` (a base model, or a PeftModel to add it to as
+        ``adapter_name``), built straight from the store. Refuses a base that does not match the version's
+        base-model pin unless ``force``. Needs the torch extra."""
+        return load_into(self, model, rev, adapter_name=adapter_name, is_trainable=is_trainable,
+                         subfolder=subfolder, force=force)
 
     # -- history --------------------------------------------------------------------------------------------
     def log(self, rev: str | None = None, max_count: int | None = None) -> list[Commit]:
@@ -275,7 +317,8 @@ class Repository:
     def status(self, source: str | os.PathLike[str] | None = None) -> Status:
         """How the work tree (or ``source``) differs from HEAD, by tensor, config key and file."""
         head = self.head()
-        old = self.store.read_snapshot(self.store.read_commit(head).snapshot) if head else None
+        old = self.store.read_snapshot(self.store.read_commit(head).snapshot).without(is_training_state) \
+            if head else None
         folder = Path(source) if source is not None else self.work_tree
         new = self.worktree_snapshot(folder)
         st = compare_snapshots(old, new, head)
@@ -314,15 +357,19 @@ class Repository:
 
     # -- checking out ---------------------------------------------------------------------------------------
     def checkout(self, rev: str, out_dir: str | os.PathLike[str] | None = None, *, force: bool = False,
-                 progress: Progress = SILENT) -> Commit:
+                 with_training_state: bool = False, progress: Progress = SILENT) -> Commit:
         """Write version ``rev`` in standard PEFT layout.
 
         With ``out_dir``, into that folder (refusing to overwrite files that differ unless ``force``);
         HEAD does not move. Without it, into the work tree: uncommitted changes are refused unless
-        ``force``, and HEAD moves to ``rev`` (onto the branch when ``rev`` names one, else detached)."""
+        ``force``, and HEAD moves to ``rev`` (onto the branch when ``rev`` names one, else detached).
+        Training state kept with the version is written only with ``with_training_state`` (then
+        ``trainer.train(resume_from_checkpoint=out_dir)`` resumes from it)."""
         oid = self.resolve(rev)
         commit = self.store.read_commit(oid)
         snapshot = self.store.read_snapshot(commit.snapshot)
+        if not with_training_state:
+            snapshot = snapshot.without(is_training_state)
         if out_dir is not None:
             out = Path(out_dir)
             if (out.resolve() / ADMIN_DIR).resolve() == self.admin_dir or self.admin_dir in out.resolve().parents:
@@ -362,7 +409,8 @@ class Repository:
                 raise UncommittedChangesError(st.changed_paths)
         current = self.store.read_snapshot(self.store.read_commit(head).snapshot) if head else None
         keep = {f.path for f in snapshot.files}
-        remove = [f.path for f in current.files if f.path not in keep] if current else []
+        remove = [f.path for f in current.files if f.path not in keep and not is_training_state(f.path)] \
+            if current else []
         materialise(self.store, snapshot, self.work_tree, progress, remove=remove)
 
     def switch(self, branch: str, *, create: bool = False, force: bool = False,
@@ -378,7 +426,7 @@ class Repository:
         if oid is None:
             raise RefNotFoundError(f"branch {branch!r}; create it with 'adaptvc switch -c {branch}'")
         if oid != self.head():
-            self._update_work_tree(self.show(oid).snapshot, force, progress)
+            self._update_work_tree(self.show(oid).snapshot.without(is_training_state), force, progress)
         self.refs.set_head(HEADS + branch, f"switch: moving to {branch}")
 
     # -- maintenance ----------------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import FileChangedError, InvalidAdapterError, NoAdapterError, PickleRefusedError
-from .hashing import BLOCK_SIZE, hash_bytes, new_hasher
+from .hashing import BLOCK_SIZE, hash_bytes, hash_stream, new_hasher
 from .objects import FileEntry, SafetensorsLayout, Snapshot, TensorEntry
 from .progress import SILENT, Progress
 from .safetensors_format import read_header
@@ -30,8 +31,19 @@ COMPANION_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
     "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
 )
-#: Plain files larger than this are not adapter metadata; refusing them keeps memory bounded.
+#: What transformers' Trainer saves beside the adapter in a checkpoint, to resume training. Kept only on
+#: request (``with_training_state``), as opaque blobs: adaptvc never unpickles them.
+TRAINING_STATE_FILES = ("optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt", "rng_state.pth",
+                        "trainer_state.json", "training_args.bin")
+_RNG_STATE = re.compile(r"rng_state_\d+\.pth")
+#: Plain files larger than this are not adapter metadata (training state excepted); refusing keeps memory bounded.
 MAX_PLAIN_FILE = 512 << 20
+#: Plain files larger than this are streamed into the store instead of read at once.
+STREAM_PLAIN_FILE = 64 << 20
+
+
+def is_training_state(rel: str) -> bool:
+    return "/" not in rel and (rel in TRAINING_STATE_FILES or bool(_RNG_STATE.fullmatch(rel)))
 #: Tensors up to this size are read once into a buffer; larger ones are streamed twice.
 MAX_BUFFERED_TENSOR = 64 << 20
 
@@ -81,10 +93,12 @@ def pickle_to_safetensors(path: Path) -> bytes:
     return save({k: v.detach().contiguous().clone() for k, v in state.items()}, metadata={"format": "pt"})
 
 
-def find_adapter_files(folder: str | os.PathLike[str], allow_pickle: bool = False) -> AdapterFiles:
+def find_adapter_files(folder: str | os.PathLike[str], allow_pickle: bool = False,
+                       with_training_state: bool = False) -> AdapterFiles:
     """The adapter files of ``folder``: the top-level adapter and every sub-folder adapter (PEFT saves a
     model's extra adapters as ``<folder>/<adapter name>/``). Trainer ``checkpoint-*`` folders and hidden
-    folders are not adapters of this folder and are skipped."""
+    folders are not adapters of this folder and are skipped. ``with_training_state`` adds the Trainer's
+    files for resuming (optimizer, scheduler, RNG, trainer state)."""
     root = Path(folder)
     if not root.is_dir():
         raise NoAdapterError(str(root), "no such folder")
@@ -97,6 +111,8 @@ def find_adapter_files(folder: str | os.PathLike[str], allow_pickle: bool = Fals
         if (root / WEIGHTS_NAME).is_file():
             raise NoAdapterError(str(root), f"{WEIGHTS_NAME} has no {CONFIG_NAME} beside it")
         raise NoAdapterError(str(root))
+    if with_training_state:
+        paths += [e.name for e in os.scandir(root) if e.is_file() and is_training_state(e.name)]
     return AdapterFiles(root, tuple(sorted(paths)))
 
 
@@ -172,8 +188,13 @@ def _stream_large_tensor(f, size: int, whole, store: ObjectStore | None, rel: st
 def _snapshot_plain(path: Path, rel: str, store: ObjectStore | None, progress: Progress) -> FileEntry:
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
-        if st.st_size > MAX_PLAIN_FILE:
+        if st.st_size > MAX_PLAIN_FILE and not is_training_state(rel):
             raise InvalidAdapterError(rel, f"{st.st_size} bytes is too large for an adapter's metadata file")
+        if st.st_size > STREAM_PLAIN_FILE:  # an optimizer state: stream it, memory stays flat
+            oid = store.put_stream(f, st.st_size) if store is not None else hash_stream(f, st.st_size)[0]
+            _check_unchanged(f, st, rel)
+            progress.update(st.st_size)
+            return FileEntry(rel, st.st_size, oid)
         data = f.read()
         _check_unchanged(f, st, rel)
     if rel.rpartition("/")[2] == CONFIG_NAME:

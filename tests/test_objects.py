@@ -52,6 +52,14 @@ def test_commit_encoding_is_pinned():
     assert len(c.id) == 32
 
 
+def test_base_pin_local_path_is_kept_beside_a_portable_name():
+    c = Commit(snapshot=H, parents=(), message="m", author="a", timestamp="t",
+               base=BasePin("org/base", None, None, "/data/base"))
+    assert b'"base":{"fingerprint":null,"local_path":"/data/base","name_or_path":"org/base","revision":null}' \
+        in c.encode()
+    assert Commit.from_dict(c.to_dict()).base.local_path == "/data/base"
+
+
 def test_round_trip():
     snap, c = sample_snapshot(), sample_commit()
     assert Snapshot.from_dict(snap.to_dict()) == snap

@@ -79,9 +79,9 @@ def cli(ctx: click.Context, directory: str) -> None:
 
 
 def _register() -> None:
-    from . import diff, history, maintenance, refs, worktree
+    from . import base, diff, history, maintenance, refs, worktree
 
-    for module in (worktree, history, diff, refs, maintenance):
+    for module in (worktree, history, diff, refs, base, maintenance):
         for command in module.COMMANDS:
             cli.add_command(command)
 

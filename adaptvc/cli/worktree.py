@@ -51,16 +51,19 @@ def init(state: State, path: str, base: str | None, base_revision: str | None, b
 @click.option("--allow-empty", is_flag=True, help="Commit even when nothing changed.")
 @click.option("--allow-pickle", is_flag=True,
               help="Accept adapter_model.bin: load it with torch.load(weights_only=True), store it as safetensors.")
+@click.option("--with-training-state", is_flag=True,
+              help="Also keep a Trainer checkpoint's optimizer, scheduler, RNG and trainer state (opaque blobs).")
 @json_option
 @quiet_option
 @pass_state
 def commit(state: State, message: str, source: str | None, base: str | None, base_revision: str | None,
-           meta: tuple[str, ...], allow_empty: bool, allow_pickle: bool, as_json: bool, quiet: bool) -> None:
+           meta: tuple[str, ...], allow_empty: bool, allow_pickle: bool, with_training_state: bool, as_json: bool,
+           quiet: bool) -> None:
     """Record the adapter as a new version on the current branch."""
     repo = state.repo
     c = repo.commit(message, source=state.path(source) if source else None, base=base, base_revision=base_revision,
                     metadata=_parse_meta(meta), allow_empty=allow_empty, allow_pickle=allow_pickle,
-                    progress=BarProgress(not quiet))
+                    with_training_state=with_training_state, progress=BarProgress(not quiet))
     if as_json:
         echo_json(commit_dict(c))
         return
@@ -107,14 +110,18 @@ def status(state: State, as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(file_okay=False),
               help="Write the version into this folder instead of the work tree (HEAD does not move).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite uncommitted changes or differing files.")
+@click.option("--with-training-state", is_flag=True,
+              help="Also restore the training state kept with the version (to resume training from DIR).")
 @json_option
 @quiet_option
 @pass_state
-def checkout(state: State, rev: str, output: str | None, force: bool, as_json: bool, quiet: bool) -> None:
+def checkout(state: State, rev: str, output: str | None, force: bool, with_training_state: bool, as_json: bool,
+             quiet: bool) -> None:
     """Write version REV in standard PEFT layout (loadable with PeftModel.from_pretrained)."""
     repo = state.repo
     out = state.path(output) if output else None
-    c = repo.checkout(rev, out, force=force, progress=BarProgress(not quiet))
+    c = repo.checkout(rev, out, force=force, with_training_state=with_training_state,
+                      progress=BarProgress(not quiet))
     target = out if out is not None else repo.work_tree
     if as_json:
         echo_json({"commit": c.id, "path": str(target)})

@@ -1,0 +1,280 @@
+"""Base-model pinning: which base an adapter belongs to, and refusing the wrong one.
+
+An adapter is only meaningful on the base it was trained on; PEFT warns or silently loads onto the wrong
+one, and an adapter whose module names match nothing in the base just serves the base model. Each commit
+records a fingerprint of its base when the base is at hand (a local folder, or the local Hugging Face
+cache), and :func:`verify_folder_base` / :func:`verify_live_base` check a candidate base against it:
+
+* every adapter module must exist in the base, with a weight of the shape the factors imply;
+* the fingerprint ``fp1:arch=…;layout=…;weights=…`` must match component by component: ``arch`` hashes
+  ``model_type`` and ``architectures``, ``layout`` the names and shapes of the weights the adapter targets,
+  ``weights`` a deterministic sample of their values as float32 (so a base loaded in float32 from a bf16
+  checkpoint still matches; a different model does not).
+
+Folder fingerprints are cached by file path, size and mtime, so a commit does not re-read the base.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dtypes import NUMERIC_DTYPES, itemsize, to_float64
+from .errors import AdaptvcError
+from .hashing import hash_bytes
+from .objects import Snapshot
+from .safetensors_format import read_header
+
+#: module names in adapter files start with this prefix (PEFT's wrapper), and end where an adapter
+#: parameter's name begins
+_PEFT_PREFIX = "base_model.model."
+_ADAPTER_PARTS = ("lora_", "ia3_", "hada_", "lokr_", "oft_", "boft_", "vera_", "fourierft_", "ln_tuning")
+SAMPLE_HEAD = 256
+SAMPLE_STRIDED = 256
+
+
+class BaseMismatchError(AdaptvcError):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+        super().__init__("the base model does not match the adapter: " + "; ".join(problems[:2]) + more
+                         + ". Use --force (force=True) to load it anyway")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    arch: str
+    layout: str
+    weights: str
+
+    def encode(self) -> str:
+        return f"fp1:arch={self.arch};layout={self.layout};weights={self.weights}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> Fingerprint | None:
+        if not text or not text.startswith("fp1:"):
+            return None
+        parts = dict(p.split("=", 1) for p in text[4:].split(";") if "=" in p)
+        if not {"arch", "layout", "weights"} <= parts.keys():
+            return None
+        return cls(parts["arch"], parts["layout"], parts["weights"])
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        labels = {"arch": "architecture (model_type / architectures)",
+                  "layout": "names or shapes of the targeted weights",
+                  "weights": "values of the targeted weights"}
+        return [f"{labels[k]} differ from the pinned base" for k in ("arch", "layout", "weights")
+                if getattr(self, k) != getattr(other, k)]
+
+
+# -- what the adapter needs from its base ------------------------------------------------------------------
+def target_modules(snapshot: Snapshot, folder: str = "") -> dict[str, tuple[int, int] | None]:
+    """``{base module name: expected (d_out, d_in) or None}`` for the adapter in ``folder`` of a snapshot."""
+    prefix = f"{folder}/" if folder else ""
+    factors: dict[str, dict[str, tuple[int, ...]]] = {}
+    for name, t in snapshot.tensors():
+        if not name.startswith(prefix) or "/" in name[len(prefix):]:
+            continue
+        local = name[len(prefix):]
+        local = local[len(_PEFT_PREFIX):] if local.startswith(_PEFT_PREFIX) else local
+        parts = local.split(".")
+        cut = next((i for i, p in enumerate(parts) if p.startswith(_ADAPTER_PARTS)), None)
+        if not cut:
+            continue
+        module = ".".join(parts[:cut])
+        factors.setdefault(module, {})[parts[cut]] = t.shape
+    out: dict[str, tuple[int, int] | None] = {}
+    for module, f in factors.items():
+        a, b = f.get("lora_A"), f.get("lora_B")
+        out[module] = (b[0], a[1]) if a and b and len(a) == 2 and len(b) == 2 else None
+    return out
+
+
+def _arch_hash(config: dict[str, Any]) -> str:
+    arch = {"model_type": config.get("model_type"), "architectures": config.get("architectures")}
+    return hash_bytes(json.dumps(arch, sort_keys=True).encode())[:16]
+
+
+def _sample_indices(n: int) -> np.ndarray:
+    head = np.arange(min(n, SAMPLE_HEAD))
+    strided = np.linspace(0, n - 1, num=min(n, SAMPLE_STRIDED)).astype(np.int64) if n else head
+    return np.concatenate([head, strided])
+
+
+def _fingerprint(config: dict[str, Any], weights: dict[str, tuple[tuple[int, ...], np.ndarray]]) -> Fingerprint:
+    """``weights``: {name: (shape, sampled values as float32)} of the targeted base weights."""
+    names = sorted(weights)
+    layout = json.dumps([[n, list(weights[n][0])] for n in names]).encode()
+    values = b"".join(weights[n][1].astype("<f4").tobytes() for n in names)
+    return Fingerprint(_arch_hash(config), hash_bytes(layout)[:16], hash_bytes(values)[:16])
+
+
+# -- a base model in a folder ------------------------------------------------------------------------------
+def _folder_weights(folder: Path) -> dict[str, tuple[Path, Any, int]]:
+    """``{tensor name: (file, TensorInfo, header size)}`` over every safetensors file of a model folder."""
+    out = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with open(path, "rb") as f:
+            header = read_header(f, os.fstat(f.fileno()).st_size, path.name)
+        for t in header.tensors:
+            out[t.name] = (path, t, header.size)
+    return out
+
+
+def _read_sample(path: Path, info: Any, header_size: int) -> np.ndarray:
+    size = itemsize(info.dtype)
+    n = info.nbytes // size
+    idx = _sample_indices(n)
+    with open(path, "rb") as f:
+        chunks = []
+        for i in idx:
+            f.seek(header_size + info.begin + int(i) * size)
+            chunks.append(f.read(size))
+    return to_float64(b"".join(chunks), info.dtype).astype(np.float32)
+
+
+def hf_cache_folder(name: str, revision: str | None = None) -> Path | None:
+    """The snapshot folder of a Hub model in the local Hugging Face cache, if it is there (no import of
+    huggingface_hub: the cache layout is stable and documented)."""
+    if "/" not in name or name.startswith((".", "/")) or ".." in name:
+        return None
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+    repo = Path(cache) / ("models--" + name.replace("/", "--"))
+    rev = revision or "main"
+    ref = repo / "refs" / rev
+    if ref.is_file():
+        rev = ref.read_text().strip()
+    folder = repo / "snapshots" / rev
+    return folder if folder.is_dir() else None
+
+
+def resolve_base_folder(name_or_path: str | None, revision: str | None = None) -> Path | None:
+    if not name_or_path:
+        return None
+    p = Path(name_or_path).expanduser()
+    if (p / "config.json").is_file():
+        return p
+    return hf_cache_folder(name_or_path, revision)
+
+
+def folder_fingerprint(folder: Path, targets: dict[str, tuple[int, int] | None], cache_file: Path | None = None,
+                       ) -> tuple[Fingerprint, list[str]]:
+    """The fingerprint of the base in ``folder`` for these targets, and the problems found (missing modules,
+    wrong shapes). Cached in ``cache_file`` by the files' path, size and mtime."""
+    files = [f for f in [*sorted(folder.glob("*.safetensors")), folder / "config.json"] if f.exists()]
+    stats = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    key = hash_bytes(json.dumps([stats, sorted(targets)]).encode())
+    cache: dict[str, Any] = {}
+    if cache_file is not None:
+        try:
+            cache = json.loads(cache_file.read_text())
+        except (OSError, ValueError):
+            cache = {}
+        if isinstance(cache.get(key), dict):
+            hit = cache[key]
+            return Fingerprint(hit["arch"], hit["layout"], hit["weights"]), list(hit["problems"])
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    tensors = _folder_weights(folder)
+    problems = _check_targets(targets, {n: tuple(t.shape) for n, (_, t, _) in tensors.items()})
+    weights = {}
+    for module in targets:
+        name = f"{module}.weight"
+        if name in tensors:
+            path, info, hsize = tensors[name]
+            sample = _read_sample(path, info, hsize) if info.dtype in NUMERIC_DTYPES else np.zeros(0, np.float32)
+            weights[name] = (tuple(info.shape), sample)
+    fp = _fingerprint(config if isinstance(config, dict) else {}, weights)
+    if cache_file is not None:
+        cache[key] = {"arch": fp.arch, "layout": fp.layout, "weights": fp.weights, "problems": problems}
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    return fp, problems
+
+
+def _check_targets(targets: dict[str, tuple[int, int] | None], shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    problems = []
+    missing = sorted(m for m in targets if f"{m}.weight" not in shapes)
+    if missing:
+        problems.append(f"{len(missing)} of {len(targets)} adapter modules match nothing in the base "
+                        f"(e.g. {missing[0]})")
+    for module, expected in sorted(targets.items()):
+        got = shapes.get(f"{module}.weight")
+        if expected is not None and got is not None and tuple(got[:2]) != expected:
+            problems.append(f"{module}.weight has shape {list(got)}, the adapter needs {list(expected)}")
+    return problems
+
+
+# -- a live base model -------------------------------------------------------------------------------------
+def live_fingerprint(model: Any, targets: dict[str, tuple[int, int] | None]) -> tuple[Fingerprint, list[str]]:
+    import torch
+
+    config = model.config.to_dict() if hasattr(model, "config") else {}
+    # a model built from a config (not loaded) has no "architectures" yet; save_pretrained would write its class
+    config["architectures"] = config.get("architectures") or [type(model).__name__]
+    # a model that already carries PEFT layers keeps its original weight at "<module>.base_layer.weight"
+    state = {n.replace(".base_layer.", "."): p for n, p in model.named_parameters()
+             if not any(part.startswith(_ADAPTER_PARTS) for part in n.split("."))}
+    problems = _check_targets(targets, {n: tuple(p.shape) for n, p in state.items()})
+    weights = {}
+    with torch.no_grad():
+        for module in targets:
+            p = state.get(f"{module}.weight")
+            if p is None:
+                continue
+            flat = p.detach().reshape(-1)
+            idx = torch.from_numpy(_sample_indices(flat.numel()))
+            weights[f"{module}.weight"] = (tuple(p.shape), flat[idx].to(torch.float32).cpu().numpy())
+    return _fingerprint(config, weights), problems
+
+
+# -- verification ------------------------------------------------------------------------------------------
+def _compare(pinned: str | None, fp: Fingerprint, problems: list[str]) -> list[str]:
+    pin = Fingerprint.parse(pinned)
+    return problems + (fp.differences(pin) if pin is not None else [])
+
+
+def verify_live_base(repo: Any, version: Any, model: Any, folder: str = "") -> None:
+    targets = target_modules(version.snapshot, folder.rstrip("/"))
+    fp, problems = live_fingerprint(model, targets)
+    issues = _compare(version.commit.base.fingerprint, fp, problems)
+    if issues:
+        raise BaseMismatchError(issues)
+
+
+def verify_folder_base(repo: Any, version: Any, base: str, folder: str = "") -> Fingerprint:
+    path = resolve_base_folder(base, version.commit.base.revision)
+    if path is None:
+        raise AdaptvcError(f"no base model at {base!r}: give a folder with config.json and *.safetensors, or a "
+                           "Hub name that is in the local Hugging Face cache")
+    targets = target_modules(version.snapshot, folder.rstrip("/"))
+    fp, problems = folder_fingerprint(path, targets, repo.admin_dir / "cache" / "base-fingerprints.json")
+    issues = _compare(version.commit.base.fingerprint, fp, problems)
+    if issues:
+        raise BaseMismatchError(issues)
+    return fp
+
+
+def pin_fingerprint(repo: Any, snapshot: Snapshot, name_or_path: str | None, revision: str | None) -> str | None:
+    """The fingerprint to record in a commit, when its base is at hand; None otherwise (never an error)."""
+    path = resolve_base_folder(name_or_path, revision)
+    if path is None:
+        return None
+    folders = sorted({f.path.rpartition("/")[0] for f in snapshot.files if f.path.endswith("adapter_config.json")})
+    try:
+        fp, _ = folder_fingerprint(path, target_modules(snapshot, folders[0] if folders else ""),
+                                   repo.admin_dir / "cache" / "base-fingerprints.json")
+    except (AdaptvcError, OSError, ValueError, struct.error):
+        return None
+    return fp.encode()
