@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def _sha256(path: Path) -> str:
 
 
 def run_demo(path: str | Path, epochs: int = 3, echo: Callable[[str], None] = print) -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning)
     root = Path(path)
     if root.exists():
         shutil.rmtree(root)
@@ -77,6 +79,14 @@ def run_demo(path: str | Path, epochs: int = 3, echo: Callable[[str], None] = pr
     st = repo.status()
     echo(f"\n$ adaptvc status -> {'clean' if st.clean else 'modified'}")
 
+    d = repo.diff("v1", "v3")
+    s = d.summary()
+    echo(f"\n$ adaptvc diff v1 v3 -> {s['tensors']['modified']} tensors modified; LoRA ΔW changed by "
+         f"{s['delta_w_rel_change_total']:.3f} (relative) over {s['modules']['compared']} modules")
+    top = max(d.modules, key=lambda m: m.delta_w_rel_change or 0.0)
+    echo(f"  most changed module: {top.name.removeprefix('base_model.model.')} "
+         f"(‖ΔW‖ {top.delta_w_norm_a:.3f} → {top.delta_w_norm_b:.3f}, cosine {top.delta_w_cosine:.3f})")
+
     serve = root / "serve-v1"
     repo.checkout("v1", serve)
     echo(f"\n$ adaptvc checkout v1 -o {serve}")
@@ -91,10 +101,18 @@ def run_demo(path: str | Path, epochs: int = 3, echo: Callable[[str], None] = pr
     if not same:
         raise SystemExit("demo failed: the checked-out adapter does not reproduce its outputs")
 
+    from_store = repo.load(tiny_base(), "v2")  # straight from the store, no folder; base checked against the pin
+    with torch.no_grad():
+        same2 = torch.equal(from_store(input_ids=probe).logits, expected[2])
+    echo(f"adaptvc.load(base, repo, rev='v2') reproduces epoch 2's outputs exactly: {same2}")
+    if not same2:
+        raise SystemExit("demo failed: loading from the store does not reproduce the outputs")
+
     latest = root / "serve-latest"
     repo.checkout("HEAD", latest)
     identical = _sha256(latest / "adapter_model.safetensors") == _sha256(work / "adapter_model.safetensors")
     echo(f"checkout of HEAD is byte-identical to the saved adapter (sha256): {identical}")
     if not identical:
         raise SystemExit("demo failed: checkout is not byte-identical")
-    echo("\ndemo finished: every version is in the store, named, and loadable by plain PEFT.")
+    echo(f"\ndemo finished: every version is in the store, named, and loadable by plain PEFT.\n"
+         f"Explore it: adaptvc -C {work} log | adaptvc -C {work} diff v1 v3 --stat")

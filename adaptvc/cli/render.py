@@ -69,16 +69,27 @@ def decoration(labels: list[str]) -> str:
     return f" ({', '.join(labels)})" if labels else ""
 
 
+def _value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def commit_text(commit: Commit, labels: list[str]) -> str:
     lines = [style(f"commit {commit.id}", fg="yellow") + decoration(labels)]
     if len(commit.parents) > 1:
         lines.append("Merge:  " + " ".join(short(p) for p in commit.parents))
     lines.append(f"Author: {commit.author}")
     lines.append(f"Date:   {when(commit.timestamp)}")
-    lines.append(f"Base:   {commit.base.describe()}")
-    if commit.metadata:
-        meta = ", ".join(f"{k}={v}" for k, v in sorted(commit.metadata.items()))
-        lines.append(f"Meta:   {meta}")
+    lines.append(f"Base:   {commit.base.describe()}" + (" (fingerprinted)" if commit.base.fingerprint else ""))
+    prov = commit.provenance or {}
+    if prov.get("git_commit"):
+        where = f" on {prov['branch']}" if prov.get("branch") else ""
+        lines.append(f"Code:   git {str(prov['git_commit'])[:12]}{' (dirty)' if prov.get('dirty') else ''}{where}")
+    meta = dict(commit.metadata)
+    metrics = meta.pop("metrics", None)
+    if meta:
+        lines.append("Meta:   " + ", ".join(f"{k}={_value(v)}" for k, v in sorted(meta.items())))
+    if isinstance(metrics, dict) and metrics:
+        lines.append("Metrics: " + ", ".join(f"{k}={_value(v)}" for k, v in sorted(metrics.items())))
     lines.append("")
     lines.extend(f"    {line}" for line in (commit.message or "(no message)").splitlines() or [""])
     return "\n".join(lines)
