@@ -22,6 +22,7 @@ from .hashing import is_object_id
 
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
+REMOTES = "refs/remotes/"  # refs/remotes/<remote>/<branch>: where a remote's branches were at the last fetch
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
@@ -109,9 +110,12 @@ class Refs:
 
     def _path(self, ref: str) -> Path:
         if ref != "HEAD":
-            if not ref.startswith((HEADS, TAGS)):
-                raise InvalidRefNameError(ref, "refs live under refs/heads/ or refs/tags/")
-            check_ref_name(ref[len(HEADS):] if ref.startswith(HEADS) else ref[len(TAGS):])
+            prefix = next((p for p in (HEADS, TAGS, REMOTES) if ref.startswith(p)), None)
+            if prefix is None:
+                raise InvalidRefNameError(ref, "refs live under refs/heads/, refs/tags/ or refs/remotes/")
+            check_ref_name(ref[len(prefix):])
+            if prefix == REMOTES and "/" not in ref[len(prefix):]:
+                raise InvalidRefNameError(ref, "a remote-tracking ref is refs/remotes/<remote>/<branch>")
         return self.root.joinpath(*ref.split("/"))
 
     # -- reading --------------------------------------------------------------------------------------------
@@ -280,7 +284,7 @@ class Refs:
         self._path("HEAD").write_text(f"ref: {branch_ref}\n", encoding="utf-8")
 
     def _prune_empty_dirs(self, folder: Path) -> None:
-        stop = {self.root / "refs" / "heads", self.root / "refs" / "tags"}
+        stop = {self.root / "refs" / "heads", self.root / "refs" / "tags", self.root / "refs" / "remotes"}
         while folder not in stop and folder != self.root:
             try:
                 folder.rmdir()

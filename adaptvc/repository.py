@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import sync
 from .atomic import write_atomic
 from .basemodel import pin_fingerprint, target_modules, verify_folder_base, verify_live_base
 from .diff import Diff, diff_versions
@@ -45,11 +46,13 @@ from .materialise import materialise
 from .objects import FORMAT_VERSION, BasePin, Commit, Snapshot
 from .paths import join_inside
 from .progress import SILENT, Progress
-from .refs import HEADS, TAGS, Refs, check_ref_name
+from .refs import HEADS, REMOTES, TAGS, Refs, check_ref_name
+from .remotes import open_remote
 from .revisions import resolve_revision
 from .snapshot import CONFIG_NAME, build_snapshot, find_adapter_files, is_training_state, read_config
 from .status import Status, compare_snapshots, config_changes
 from .store import MAX_METADATA_OBJECT, ObjectStore
+from .sync import SyncResult
 from .version_view import WORKTREE, VersionView, folder_configs
 
 ADMIN_DIR = ".adaptvc"
@@ -182,6 +185,8 @@ class Repository:
             out.setdefault(oid, []).append(f"HEAD -> {name}" if name == branch else name)
         for name, oid in self.tags().items():
             out.setdefault(oid, []).append(f"tag: {name}")
+        for name, oid in self.refs.list(REMOTES).items():
+            out.setdefault(oid, []).append(name)
         return out
 
     # -- committing -----------------------------------------------------------------------------------------
@@ -428,6 +433,55 @@ class Repository:
         if oid != self.head():
             self._update_work_tree(self.show(oid).snapshot.without(is_training_state), force, progress)
         self.refs.set_head(HEADS + branch, f"switch: moving to {branch}")
+
+    # -- remotes --------------------------------------------------------------------------------------------
+    def remotes(self) -> dict[str, str]:
+        """``{name: url}`` of the configured remotes."""
+        remotes = self.config.get("remotes") or {}
+        return {k: v["url"] for k, v in sorted(remotes.items()) if isinstance(v, dict) and "url" in v}
+
+    def _write_config(self) -> None:
+        write_atomic(self.admin_dir / "config.json", json.dumps(self.config, indent=2, sort_keys=True).encode() + b"\n")
+
+    def add_remote(self, name: str, url: str) -> None:
+        check_ref_name(name, "remote name")
+        if "/" in name:
+            raise AdaptvcError(f"invalid remote name {name!r}: no '/'")
+        if name in self.remotes():
+            raise RefExistsError(f"remote {name!r}", f" ({self.remotes()[name]}); remove it first")
+        open_remote(url, name)  # refuses URLs no remote type understands
+        self.config.setdefault("remotes", {})[name] = {"url": url}
+        self._write_config()
+
+    def remove_remote(self, name: str) -> None:
+        if name not in self.remotes():
+            raise RefNotFoundError(f"remote {name!r}")
+        del self.config["remotes"][name]
+        self._write_config()
+        for branch in self.refs.list(f"{REMOTES}{name}/"):
+            ref = f"{REMOTES}{name}/{branch}"
+            self.refs.set_if_equals(ref, self.refs.read(ref), None, f"remote remove {name}")
+
+    def push(self, remote: str | None = None, branches: list[str] | None = None, *, tags: bool = False,
+             private: bool = False, progress: Progress = SILENT) -> SyncResult:
+        """Send the current branch (or ``branches``), and with ``tags`` every tag, to ``remote``; only a
+        fast-forward is accepted (else "run adaptvc pull")."""
+        return sync.push(self, remote, branches, tags, private, progress)
+
+    def fetch(self, remote: str | None = None, progress: Progress = SILENT) -> SyncResult:
+        """Bring what the local store lacks from ``remote``; update ``refs/remotes/<remote>/…`` and new tags."""
+        return sync.fetch(self, remote, progress)
+
+    def pull(self, remote: str | None = None, *, force: bool = False, progress: Progress = SILENT) -> SyncResult:
+        """Fetch, then fast-forward the current branch and the work tree; a diverged branch is refused."""
+        return sync.pull(self, remote, force, progress)
+
+    @classmethod
+    def clone(cls, url: str, directory: str | os.PathLike[str] | None = None, *, revision: str | None = None,
+              progress: Progress = SILENT) -> Repository:
+        """A new repository in ``directory`` with every version of ``url`` and its default branch checked out
+        (or ``revision``)."""
+        return sync.clone(url, directory, revision, progress)
 
     # -- maintenance ----------------------------------------------------------------------------------------
     def fsck(self, progress: Progress = SILENT) -> FsckReport:

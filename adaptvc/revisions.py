@@ -7,7 +7,7 @@ import re
 
 from .errors import AdaptvcError, RevisionError
 from .hashing import is_object_id
-from .refs import HEADS, TAGS, Refs
+from .refs import HEADS, REMOTES, TAGS, Refs
 from .store import ObjectStore
 
 MIN_PREFIX = 4
@@ -44,7 +44,8 @@ def _resolve_base(base: str, refs: Refs, store: ObjectStore) -> str:
         if oid is None:
             raise RevisionError(base, "HEAD has no commits yet; run 'adaptvc commit' first")
         return oid
-    candidates = [base] if base.startswith(("refs/heads/", "refs/tags/")) else [TAGS + base, HEADS + base]
+    candidates = [base] if base.startswith(("refs/heads/", "refs/tags/", "refs/remotes/")) else \
+        [TAGS + base, HEADS + base, REMOTES + base]
     for ref in candidates:
         try:
             oid = refs.read(ref)

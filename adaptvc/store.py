@@ -158,6 +158,11 @@ class ObjectStore:
         self._unsynced_dirs.clear()
 
     # -- reading --------------------------------------------------------------------------------------------
+    def open(self, oid: str) -> BinaryIO:
+        """The object's file, opened for reading (not verified: use :meth:`read` or :meth:`iter_chunks`, or
+        hash what you read)."""
+        return self._open(oid)
+
     def _open(self, oid: str) -> BinaryIO:
         try:
             fd = os.open(self.path(oid), os.O_RDONLY | os.O_NOFOLLOW)

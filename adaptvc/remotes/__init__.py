@@ -1,0 +1,23 @@
+"""Remotes: where versions are pushed to and fetched from.
+
+``open_remote(url)`` picks the implementation from the URL: ``hf://user/repo`` is a Hugging Face Hub
+repository; a path or ``file://`` URL is a bare adaptvc store.
+"""
+
+from __future__ import annotations
+
+from .base import NonFastForwardError, RefUpdate, Remote, RemoteError
+
+__all__ = ["NonFastForwardError", "RefUpdate", "Remote", "RemoteError", "open_remote"]
+
+
+def open_remote(url: str, name: str = "origin") -> Remote:
+    if url.startswith("hf://"):
+        from .hub import HubRemote
+
+        return HubRemote(url, name)
+    if "://" in url and not url.startswith("file://"):
+        raise RemoteError(f"unsupported remote URL {url!r}: use hf://USER/REPO, a folder path or file://PATH")
+    from .directory import DirectoryRemote
+
+    return DirectoryRemote(url, name)
