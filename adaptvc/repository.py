@@ -41,6 +41,7 @@ from .errors import (
 from .fsck import FsckReport, fsck
 from .gc import DEFAULT_GRACE_SECONDS, GcReport, gc
 from .hashing import HASH_NAME, hash_stream
+from .index import StatCache
 from .live import is_live_model, load_into, saved_model
 from .materialise import materialise
 from .objects import FORMAT_VERSION, BasePin, Commit, Snapshot
@@ -252,7 +253,7 @@ class Repository:
         head_ref = self.refs.head_target()
         parent = self.refs.head_commit()
         files = find_adapter_files(src, allow_pickle=allow_pickle, with_training_state=with_training_state)
-        snapshot = build_snapshot(files, self.store, progress)
+        snapshot = build_snapshot(files, self.store, progress, self._stat_cache(src))
         if parent and not allow_empty and self.store.read_commit(parent).snapshot == snapshot.id:
             raise NothingToCommitError(parent)
         self.store.put_snapshot(snapshot)
@@ -313,11 +314,18 @@ class Repository:
     # -- comparing ------------------------------------------------------------------------------------------
     def worktree_snapshot(self, source: str | os.PathLike[str] | None = None) -> Snapshot:
         """A snapshot of ``source`` (default: the work tree), hashed but not stored; empty without an adapter."""
+        folder = Path(source) if source is not None else self.work_tree
         try:
-            files = find_adapter_files(source if source is not None else self.work_tree)
+            files = find_adapter_files(folder)
         except NoAdapterError:
             return Snapshot(())
-        return build_snapshot(files, None)
+        return build_snapshot(files, None, cache=self._stat_cache(folder))
+
+    def _stat_cache(self, folder: Path) -> StatCache | None:
+        """The work tree's stat cache (other folders have none)."""
+        if folder.resolve() != self.work_tree:
+            return None
+        return StatCache(self.admin_dir / "index.json", self.work_tree)
 
     def status(self, source: str | os.PathLike[str] | None = None) -> Status:
         """How the work tree (or ``source``) differs from HEAD, by tensor, config key and file."""
@@ -417,6 +425,11 @@ class Repository:
         remove = [f.path for f in current.files if f.path not in keep and not is_training_state(f.path)] \
             if current else []
         materialise(self.store, snapshot, self.work_tree, progress, remove=remove)
+        cache = StatCache(self.admin_dir / "index.json", self.work_tree)
+        for f in snapshot.files:  # what was just written is known: the next status need not read it
+            with contextlib.suppress(OSError):
+                cache.record(f.path, os.stat(join_inside(self.work_tree, f.path)), f)
+        cache.save()
 
     def switch(self, branch: str, *, create: bool = False, force: bool = False,
                progress: Progress = SILENT) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import FileChangedError, InvalidAdapterError, NoAdapterError, PickleRefusedError
 from .hashing import BLOCK_SIZE, hash_bytes, hash_stream, new_hasher
+from .index import StatCache
 from .objects import FileEntry, SafetensorsLayout, Snapshot, TensorEntry
 from .progress import SILENT, Progress
 from .safetensors_format import read_header
@@ -228,27 +229,44 @@ def _check_config(data: bytes, rel: str) -> None:
 
 
 def build_snapshot(files: AdapterFiles, store: ObjectStore | None = None,
-                   progress: Progress = SILENT) -> Snapshot:
-    """Hash (and with ``store``, store) every file of ``files``; return the snapshot describing them."""
+                   progress: Progress = SILENT, cache: StatCache | None = None) -> Snapshot:
+    """Hash (and with ``store``, store) every file of ``files``; return the snapshot describing them.
+
+    With a stat ``cache``, a file whose stat is unchanged since it was last hashed is not read (when
+    storing, only if the store still has all its blobs)."""
+    todo: list[tuple[str, os.stat_result]] = []
+    entries: list[FileEntry] = []
+    for rel in files.paths:
+        st = os.stat(files.root.joinpath(*rel.split("/")))
+        hit = cache.lookup(rel, st) if cache is not None else None
+        if hit is not None and (store is None or all(store.freshen(b) for b in hit.blobs())):
+            entries.append(hit)
+        else:
+            todo.append((rel, st))
     if store is not None:
-        _preflight(files)
-    progress.begin("snapshot", files.total_size)
+        _preflight(AdapterFiles(files.root, tuple(rel for rel, _ in todo)))
+    progress.begin("snapshot", sum(st.st_size for _, st in todo))
     try:
-        entries = []
-        for rel in files.paths:
+        for rel, st in todo:
             path = files.root.joinpath(*rel.split("/"))
             if rel.endswith(".safetensors"):
-                entries.append(_snapshot_safetensors(path, rel, store, progress))
+                entry = _snapshot_safetensors(path, rel, store, progress)
             elif rel.rpartition("/")[2] == PICKLE_WEIGHTS_NAME:  # only present with allow_pickle
                 data = pickle_to_safetensors(path)
                 converted = rel[: -len(PICKLE_WEIGHTS_NAME)] + WEIGHTS_NAME
                 fake_stat = os.stat_result((0, 0, 0, 0, 0, 0, len(data), 0, 0, 0))
                 entries.append(_snapshot_safetensors_file(io.BytesIO(data), fake_stat, converted, store, progress,
                                                           on_disk=False))
+                continue
             else:
-                entries.append(_snapshot_plain(path, rel, store, progress))
+                entry = _snapshot_plain(path, rel, store, progress)
+            entries.append(entry)
+            if cache is not None:
+                cache.record(rel, st, entry)
     finally:
         progress.end()
+    if cache is not None:
+        cache.save()
     return Snapshot(tuple(entries))
 
 

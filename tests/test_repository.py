@@ -332,3 +332,37 @@ def test_large_tensors_are_streamed(repo_dir, tmp_path, monkeypatch):
     repo.checkout(c.id, out)
     assert helpers.sha256(out / "adapter_model.safetensors") == helpers.sha256(repo_dir / "adapter_model.safetensors")
     assert os.listdir(repo.admin_dir / "tmp") == []
+
+
+def test_stat_cache_skips_unchanged_files_and_never_misses_a_change(repo_dir, monkeypatch):
+    from adaptvc import index as index_module
+    from adaptvc import snapshot as snapshot_module
+
+    reads = []
+    real = snapshot_module._snapshot_safetensors
+
+    def counting(path, rel, store, progress):
+        reads.append(rel)
+        return real(path, rel, store, progress)
+
+    monkeypatch.setattr(snapshot_module, "_snapshot_safetensors", counting)
+    repo = Repository(repo_dir)
+    repo.commit("v1")
+    weights = repo_dir / "adapter_model.safetensors"
+    # a change right after hashing (inside the racy window) is still seen: the entry is not trusted yet
+    name = helpers.edit_tensor(weights, "lora_A")
+    assert repo.status().modified == [name]
+    helpers.edit_tensor(weights, "lora_A", seed=8)
+    monkeypatch.setattr(index_module, "RACY_NS", 0)  # pretend time has passed since the last hashing
+    reads.clear()
+    first = repo.status()
+    assert reads == ["adapter_model.safetensors"]  # the file changed since it was recorded: read
+    reads.clear()
+    assert repo.status() == first and reads == []  # unchanged stat: not read again
+    assert repo.commit("v2") and reads == ["adapter_model.safetensors"]  # status stored no blob: read once
+    reads.clear()
+    with pytest.raises(NothingToCommitError):  # a no-op commit reuses the cached entry: its blobs are stored
+        repo.commit("same again")
+    assert reads == []
+    helpers.edit_tensor(weights, "lora_B", seed=3)  # same size, new content, new mtime
+    assert repo.status().modified and reads == ["adapter_model.safetensors"]
