@@ -8,15 +8,11 @@ import re
 
 from .diff import Diff
 from .errors import AdaptvcError
+from .naming import short_module_name
 
 _LAYER = re.compile(r"^(?P<head>.*?)(?:^|\.)(?:layers|layer|h|blocks|block)\.(?P<index>\d+)\.(?P<kind>.+)$")
 
 
-def short_module_name(name: str) -> str:
-    for prefix in ("base_model.model.", "model."):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    return name
 
 
 def _layer_and_kind(name: str) -> tuple[int | None, str]:

@@ -20,12 +20,10 @@ import subprocess
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import sync
 from .atomic import write_atomic
-from .basemodel import pin_fingerprint, target_modules, verify_folder_base, verify_live_base
-from .diff import Diff, diff_versions
 from .errors import (
     AdaptvcError,
     NoAdapterError,
@@ -38,9 +36,9 @@ from .errors import (
     UnsupportedFormatError,
     WouldOverwriteError,
 )
-from .fsck import FsckReport, fsck
-from .gc import DEFAULT_GRACE_SECONDS, GcReport, gc
+from .gc import DEFAULT_GRACE_SECONDS
 from .hashing import HASH_NAME, hash_stream
+from .hfcache import resolve_base_folder
 from .index import StatCache
 from .live import is_live_model, load_into, saved_model
 from .materialise import materialise
@@ -54,7 +52,12 @@ from .snapshot import CONFIG_NAME, build_snapshot, find_adapter_files, is_traini
 from .status import Status, compare_snapshots, config_changes
 from .store import MAX_METADATA_OBJECT, ObjectStore
 from .sync import SyncResult
-from .version_view import WORKTREE, VersionView, folder_configs
+
+if TYPE_CHECKING:  # the modules behind diff, fsck and base checks load numpy: import them only when used
+    from .diff import Diff
+    from .fsck import FsckReport
+    from .gc import GcReport
+    from .version_view import VersionView
 
 ADMIN_DIR = ".adaptvc"
 DEFAULT_BRANCH = "main"
@@ -207,7 +210,11 @@ class Repository:
         from_config = not (base or default.get("name_or_path"))
         revision = base_revision or default.get("revision") or (cfg_rev if from_config else None)
         local = cfg_name if cfg_name and cfg_name != name and Path(cfg_name).expanduser().is_dir() else None
-        fingerprint = pin_fingerprint(self, snapshot, local or name, revision)
+        fingerprint = None
+        if resolve_base_folder(local or name, revision) is not None:  # the base is at hand: fingerprint it
+            from .basemodel import pin_fingerprint
+
+            fingerprint = pin_fingerprint(self, snapshot, local or name, revision)
         return BasePin(name if isinstance(name, str) else None, revision if isinstance(revision, str) else None,
                        fingerprint, local)
 
@@ -215,6 +222,8 @@ class Repository:
         """Check ``base`` (a folder, a Hub name in the local cache, or a live model) against version ``rev``'s
         pin and its adapter's modules; raise :class:`~adaptvc.basemodel.BaseMismatchError` naming what
         differs. Returns a short description of what was checked."""
+        from .basemodel import target_modules, verify_folder_base, verify_live_base
+
         version = self.show(rev)
         folder = (subfolder or "").strip("/")
         if isinstance(base, (str, os.PathLike)):
@@ -355,6 +364,8 @@ class Repository:
 
     def version_view(self, rev: str | None) -> VersionView:
         """A readable view of version ``rev``, or of the work tree when ``rev`` is None."""
+        from .version_view import WORKTREE, VersionView, folder_configs
+
         if rev is None:
             snap = self.worktree_snapshot()
             configs = folder_configs(snap, lambda p: read_config(self.work_tree, p))
@@ -366,6 +377,8 @@ class Repository:
     def diff(self, a: str | None = "HEAD", b: str | None = None, *, tensors: str | None = None) -> Diff:
         """Compare version ``a`` with version ``b`` (None: the work tree), per tensor, per LoRA module and in
         the config. ``tensors`` is a glob limiting the tensor names (matched anywhere in the name)."""
+        from .diff import diff_versions
+
         return diff_versions(self.version_view(a), self.version_view(b), tensors)
 
     # -- checking out ---------------------------------------------------------------------------------------
@@ -499,10 +512,14 @@ class Repository:
     # -- maintenance ----------------------------------------------------------------------------------------
     def fsck(self, progress: Progress = SILENT) -> FsckReport:
         """Re-hash every object and check that everything the history refers to exists."""
+        from .fsck import fsck
+
         return fsck(self.store, self.refs, progress)
 
     def gc(self, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False) -> GcReport:
         """Delete objects no ref, tag or reflog entry reaches and that are older than ``grace_seconds``."""
+        from .gc import gc
+
         return gc(self.store, self.refs, grace_seconds, dry_run)
 
     # -- tags and branches ----------------------------------------------------------------------------------

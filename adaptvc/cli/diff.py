@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..diff import Diff, ModuleDiff, TensorDiff
 from ..errors import AdaptvcError
-from ..plot import short_module_name, write_plot
+from ..naming import short_module_name
 from .main import State, pass_state
 from .render import echo_json, short, style, table
 from .worktree import json_option
+
+if TYPE_CHECKING:  # diff and plot load numpy/matplotlib: imported when the command runs
+    from ..diff import Diff, ModuleDiff, TensorDiff
 
 WIDTH = 80
 
@@ -126,6 +128,8 @@ def diff(state: State, a: str | None, b: str | None, stat: bool, modules_only: b
         raise AdaptvcError(f"no LoRA modules to compare (peft_type: {types}); "
                            "per-tensor numbers are in 'adaptvc diff --stat'")
     if plot_path:
+        from ..plot import write_plot
+
         write_plot(result, state.path(plot_path))
     if as_json:
         echo_json(result.to_dict())
