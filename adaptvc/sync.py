@@ -59,9 +59,9 @@ def remote_for(repo: Repository, name_or_url: str | None) -> tuple[str, Remote]:
     if name is None:
         raise AdaptvcError("no remote configured: run 'adaptvc remote add origin URL'")
     if name in remotes:
-        return name, open_remote(remotes[name], name)
+        return name, open_remote(remotes[name], name, repo.store)
     if "/" in name or name.startswith(("hf://", "file://", ".")):
-        return name, open_remote(name, "origin")  # a URL given directly
+        return name, open_remote(name, "origin", repo.store)  # a URL given directly
     raise AdaptvcError(f"no remote named {name!r}; see 'adaptvc remote -v'")
 
 
