@@ -168,7 +168,7 @@ def clone(url: str, directory: str | os.PathLike[str] | None = None, revision: s
 
     remote = open_remote(url, "origin")
     if not remote.exists():
-        raise AdaptvcError(f"nothing to clone at {url}")
+        raise AdaptvcError(f"nothing to clone at {url}{remote.missing_hint()}")
     target = Path(directory) if directory is not None else Path(url.rstrip("/").rsplit("/", 1)[-1])
     if target.exists() and any(target.iterdir()):
         raise AdaptvcError(f"{target} exists and is not empty; choose another folder")

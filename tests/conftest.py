@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 
 # Offline and quiet before any Hugging Face library is imported.
@@ -11,11 +12,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ["ADAPTVC_AUTHOR"] = "Test Author <test@example.com>"
+# huggingface_hub reads its cache location once, at import: never let tests touch the real one
+_HF_HOME = tempfile.mkdtemp(prefix="adaptvc-tests-hf-")
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_HUB_CACHE"] = os.path.join(_HF_HOME, "hub")
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")  # the local test Hub speaks classic LFS, not Xet
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 import pytest  # noqa: E402
 
 from tests import helpers  # noqa: E402
+
+pytest_plugins = ["tests.hubserver"]  # the `hub` fixture: a local Hub-compatible server
 
 
 @pytest.fixture(autouse=True)

@@ -15,12 +15,13 @@ from adaptvc.remotes import NonFastForwardError
 from tests import helpers
 
 
-@pytest.fixture(params=["directory"])
+@pytest.fixture(params=["directory", "hub"])
 def remote_url(request, tmp_path):
-    """A URL for an empty remote of each kind."""
+    """A URL for an empty remote of each kind: a bare store in a folder, a repository on a local Hub."""
     if request.param == "directory":
         return str(tmp_path / "remote-store")
-    raise AssertionError(request.param)
+    request.getfixturevalue("hub")
+    return f"hf://alice/{tmp_path.name[-20:].strip('_-.') or 'adapter'}"
 
 
 def three_versions(tmp_path) -> Repository:

@@ -46,6 +46,10 @@ class Remote(ABC):
     @abstractmethod
     def list_refs(self) -> dict[str, str]: ...
 
+    def missing_hint(self) -> str:
+        """What to say after "nothing at URL" (e.g. how to log in to see a private repository)."""
+        return ""
+
     def default_branch(self) -> str | None:
         refs = self.list_refs()
         if "refs/heads/main" in refs:

@@ -1,0 +1,456 @@
+"""The Hugging Face Hub as a remote: every adaptvc version is a Hub commit that plain PEFT can load.
+
+Layout of each Hub commit (``docs/remotes.md``):
+
+* the adapter's files at the root, byte for byte (``adapter_model.safetensors``, ``adapter_config.json``,
+  sub-folder adapters, tokenizer files), so ``PeftModel.from_pretrained(base, repo, revision=tag)`` works;
+* ``README.md``: a model card with the Hub's YAML front matter and the version history (the adapter's own
+  README, if it has one, is kept byte for byte at ``.adaptvc/README.md``);
+* ``.adaptvc/commit.json`` and ``.adaptvc/snapshot.json``: the adaptvc objects, canonical bytes, from which
+  the local history is rebuilt (their hashes are their ids, so they are verified on arrival).
+
+Branches and tags map to Hub branches and tags. A push creates one Hub commit per adaptvc commit with
+``parent_commit`` set (compare-and-swap: a concurrent push makes the Hub answer 412, and we refuse like git).
+A fetch reads the two small JSON files per version and only the byte ranges of the tensors the local
+store lacks (HTTP ``Range``), falling back to one whole download when a server ignores ``Range``.
+A Hub repository that adaptvc never pushed to is imported: each Hub commit holding an adapter becomes an
+adaptvc commit (message from the commit title, base from the adapter config).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import AdaptvcError, ChecksumMismatchError
+from ..hashing import hash_bytes
+from ..materialise import materialise
+from ..objects import BasePin, Commit, Snapshot, decode_json_object
+from ..progress import SILENT, Progress
+from ..refs import HEADS, TAGS
+from ..snapshot import CONFIG_NAME, WEIGHTS_NAME, build_snapshot, find_adapter_files, read_config
+from ..store import MAX_METADATA_OBJECT, ObjectStore
+from .base import NonFastForwardError, RefUpdate, Remote, RemoteError
+
+META_DIR = ".adaptvc"
+COMMIT_FILE = f"{META_DIR}/commit.json"
+SNAPSHOT_FILE = f"{META_DIR}/snapshot.json"
+CARD = "README.md"
+ORIGINAL_CARD = f"{META_DIR}/README.md"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: two missing tensors closer than this are fetched in one range request
+RANGE_GAP = 1 << 20
+
+
+def hub_path(snapshot_path: str) -> str:
+    """Where a snapshot file lives in the Hub tree (the top-level README is replaced by the model card)."""
+    return ORIGINAL_CARD if snapshot_path == CARD else snapshot_path
+
+
+def _hf() -> Any:
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise AdaptvcError("the Hub remote needs huggingface_hub: pip install huggingface_hub") from None
+    return huggingface_hub
+
+
+def model_card(repo_id: str, commit: Commit, snapshot: Snapshot, history: list[Commit], config: dict) -> str:
+    """The Hub model card for a version: YAML front matter the Hub understands, and the version history."""
+    peft_type = str(config.get("peft_type") or "lora").lower()
+    lines = ["---"]
+    base = commit.base.name_or_path
+    if base and _REPO_ID.match(base):  # a local path is never published as base_model
+        lines.append(f"base_model: {base}")
+    lines += ["library_name: peft", "tags:", "- adaptvc", f"- {peft_type}", "---", "",
+              f"# {repo_id.split('/')[-1]}", "",
+              f"A PEFT adapter ({peft_type}) versioned with adaptvc, version "
+              f"`{commit.id[:12]}`: {commit.summary or '(no message)'}.", "",
+              "```python", "from peft import PeftModel",
+              f'model = PeftModel.from_pretrained(base_model, "{repo_id}", revision="<tag or commit>")', "```", ""]
+    if base:
+        at = f" at revision `{commit.base.revision}`" if commit.base.revision else ""
+        lines.append(f"Base model: `{base}`{at}.")
+        lines.append("")
+    lines += ["## Versions", "", "| version | date | message |", "|---|---|---|"]
+    for c in history[:50]:
+        msg = (c.summary or "").replace("|", "\\|")
+        lines.append(f"| `{c.id[:12]}` | {c.timestamp[:19].replace('T', ' ')} | {msg} |")
+    tensors = len(snapshot.tensors())
+    lines += ["", f"{tensors} tensors in {len(snapshot.files)} files. Clone the whole history with "
+              f"`adaptvc clone hf://{repo_id}`.", ""]
+    return "\n".join(lines)
+
+
+class HubRemote(Remote):
+    def __init__(self, url: str, name: str = "origin", local: ObjectStore | None = None) -> None:
+        self.url = url
+        self.name = name
+        self.repo_id = url[len("hf://"):].strip("/")
+        if not _REPO_ID.match(self.repo_id) or ".." in self.repo_id:
+            raise RemoteError(f"invalid Hub repository {self.repo_id!r}: expected hf://USER/REPO")
+        self.local = local
+        self._api: Any = None
+        self._ids: dict[str, str | None] = {}  # hub commit -> adaptvc commit id (None: not an adaptvc commit)
+        self._hub_of: dict[str, str] = {}  # adaptvc commit id -> hub commit
+        self._heads: dict[str, str] = {}  # full ref -> hub commit
+        self._metadata: dict[str, bytes] = {}  # adaptvc object id -> bytes already downloaded
+        self._scanned = False
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            self._api = _hf().HfApi()
+        return self._api
+
+    def _url(self, path: str, revision: str) -> str:
+        return _hf().hf_hub_url(self.repo_id, path, revision=revision, endpoint=self.api.endpoint)
+
+    def _get(self, path: str, revision: str, byte_range: tuple[int, int] | None = None) -> tuple[int, bytes]:
+        """GET one file (or one byte range of it) at a Hub revision; returns (status, body)."""
+        hf = _hf()
+        headers = hf.utils.build_hf_headers(token=self.api.token)
+        if byte_range is not None:
+            headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
+        response = hf.utils.get_session().get(self._url(path, revision), headers=headers, follow_redirects=True)
+        if response.status_code == 404:
+            return 404, b""
+        hf.utils.hf_raise_for_status(response)
+        return response.status_code, response.content
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        return (_hf().errors.HfHubHTTPError,)
+
+    # -- the Remote contract ---------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        try:
+            return bool(self.api.repo_exists(self.repo_id))
+        except self._errors() as e:
+            raise RemoteError(self._explain(e)) from None
+
+    def create(self, private: bool = False) -> None:
+        try:
+            self.api.create_repo(self.repo_id, private=private, exist_ok=True)
+        except self._errors() as e:
+            raise RemoteError(self._explain(e)) from None
+
+    def missing_hint(self) -> str:
+        return "; if it is private, log in with 'hf auth login' or set HF_TOKEN"
+
+    def _explain(self, e: BaseException) -> str:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status in (401, 403):
+            return (f"{self.url}: not allowed (HTTP {status}); log in with 'hf auth login' or set HF_TOKEN "
+                    "to a token with access to this repository")
+        if status == 404:
+            return f"{self.url}: no such repository (or it is private: log in with 'hf auth login')"
+        return f"{self.url}: {str(e).splitlines()[0]}"
+
+    def _adaptvc_id(self, hub_commit: str) -> str | None:
+        if hub_commit not in self._ids:
+            status, body = self._get(COMMIT_FILE, hub_commit)
+            oid = None
+            if status != 404:
+                oid = hash_bytes(body)
+                Commit.from_dict(decode_json_object(body, oid), oid)  # refuse anything that is not a commit
+                self._metadata[oid] = body
+                self._hub_of[oid] = hub_commit
+            self._ids[hub_commit] = oid
+        return self._ids[hub_commit]
+
+    def list_refs(self) -> dict[str, str]:
+        try:
+            refs = self.api.list_repo_refs(self.repo_id)
+        except self._errors() as e:
+            raise RemoteError(self._explain(e)) from None
+        out: dict[str, str] = {}
+        self._heads = {}
+        plain: list[tuple[str, str]] = []
+        for prefix, items in ((HEADS, refs.branches), (TAGS, refs.tags)):
+            for r in items:
+                self._heads[prefix + r.name] = r.target_commit
+                oid = self._adaptvc_id(r.target_commit)
+                if oid is not None:
+                    out[prefix + r.name] = oid
+                elif prefix == HEADS:
+                    plain.append((prefix + r.name, r.target_commit))
+        if not out and plain and self.local is not None:
+            out = self._import_plain_repository(refs)
+        return out
+
+    def default_branch(self) -> str | None:
+        refs = self.list_refs()
+        return "main" if HEADS + "main" in refs else super().default_branch()
+
+    # -- download -------------------------------------------------------------------------------------------
+    def _object(self, oid: str, path: str, hub_commit: str) -> bytes:
+        data = self._metadata.get(oid)
+        if data is None:
+            status, data = self._get(path, hub_commit)
+            if status == 404:
+                raise RemoteError(f"{self.url}@{hub_commit[:12]} has no {path}")
+        got = hash_bytes(data)
+        if got != oid:
+            raise ChecksumMismatchError(f"{path} at {hub_commit[:12]}", oid, got)
+        return data
+
+    def _hub_commit_of(self, oid: str) -> str | None:
+        """The Hub commit that holds adaptvc commit ``oid`` (the whole Hub history is read once if needed)."""
+        if oid not in self._hub_of and not self._scanned:
+            self._scanned = True
+            for head in set(self._heads.values()):
+                for info in self.api.list_repo_commits(self.repo_id, revision=head):
+                    self._adaptvc_id(info.commit_id)
+        return self._hub_of.get(oid)
+
+    def _find_hub_commit(self, oid: str) -> str:
+        hub = self._hub_commit_of(oid)
+        if hub is None:
+            raise RemoteError(f"{self.url} does not have adaptvc commit {oid[:12]}")
+        return hub
+
+    def download(self, store: ObjectStore, commits: list[str], progress: Progress = SILENT) -> int:
+        moved = 0
+        todo: list[tuple[str, str]] = []  # (adaptvc commit, hub commit), newest first
+        stack, seen = list(commits), set()
+        while stack:
+            oid = stack.pop()
+            if oid in seen or store.has(oid):
+                continue
+            seen.add(oid)
+            hub = self._find_hub_commit(oid)
+            commit = Commit.from_dict(decode_json_object(self._object(oid, COMMIT_FILE, hub), oid), oid)
+            todo.append((oid, hub))
+            stack.extend(commit.parents)
+        progress.begin("fetch", 0)
+        try:
+            for oid, hub in todo:
+                data = self._object(oid, COMMIT_FILE, hub)
+                commit = Commit.from_dict(decode_json_object(data, oid), oid)
+                snap_bytes = self._object(commit.snapshot, SNAPSHOT_FILE, hub)
+                snapshot = Snapshot.from_dict(decode_json_object(snap_bytes, commit.snapshot), commit.snapshot)
+                for f in snapshot.files:
+                    moved += self._fetch_file(store, f, hub, progress)
+                store.flush()
+                store.put_known(commit.snapshot, snap_bytes)
+                store.flush()
+                moved += len(snap_bytes)
+                # commits go in last and parents first would be nicer, but every commit's objects are stored
+                # before it, so any prefix of this loop leaves the store consistent
+                store.put_known(oid, data)
+                store.flush()
+                moved += len(data)
+        finally:
+            progress.end()
+        return moved
+
+    def _fetch_file(self, store: ObjectStore, f: Any, hub: str, progress: Progress) -> int:
+        path = hub_path(f.path)
+        if f.layout is None:
+            if store.freshen(f.hash):
+                return 0
+            data = self._object(f.hash, path, hub)
+            store.put_known(f.hash, data)
+            progress.update(len(data))
+            return len(data)
+        # the parts of the file the store lacks, as (blob, start, end) in file order
+        parts, offset = [], 0
+        for oid, size in [(f.layout.header, f.layout.header_size), *((t.blob, t.size) for t in f.layout.tensors)]:
+            if not store.freshen(oid):
+                parts.append((oid, offset, offset + size))
+            offset += size
+        moved = 0
+        whole: bytes | None = None
+        for group in _ranges(parts):
+            start, end = group[0][1], group[-1][2]
+            if whole is None:
+                status, body = self._get(path, hub, (start, end))
+                if status == 404:
+                    raise RemoteError(f"{self.url}@{hub[:12]} has no {path}")
+                moved += len(body)
+                if status != 206:  # the server ignored Range: this is the whole file, reuse it for every part
+                    whole = body
+            if whole is not None:
+                body, start = whole, 0
+            for oid, a, b in group:
+                data = body[a - start:b - start]
+                got = hash_bytes(data)
+                if got != oid:
+                    raise ChecksumMismatchError(f"{path} bytes {a}-{b} at {hub[:12]}", oid, got)
+                store.put_known(oid, data)
+            progress.update(end - group[0][1])
+        return moved
+
+    # -- upload ---------------------------------------------------------------------------------------------
+    def upload(self, store: ObjectStore, updates: list[RefUpdate], progress: Progress = SILENT) -> int:
+        hf = _hf()
+        self.list_refs()
+        moved = 0
+        for u in sorted(updates, key=lambda u: not u.ref.startswith(HEADS)):  # branches before tags
+            if u.ref.startswith(HEADS):
+                moved += self._push_branch(store, u, progress)
+                continue
+            hub = self._hub_of.get(u.new) or self._find_hub_commit(u.new)
+            try:
+                self.api.create_tag(self.repo_id, tag=u.ref[len(TAGS):], revision=hub,
+                                    tag_message=store.read_commit(u.new).summary)
+            except hf.errors.HfHubHTTPError as e:
+                if getattr(e.response, "status_code", None) == 409:
+                    raise NonFastForwardError(u.ref, self.name) from None
+                raise RemoteError(self._explain(e)) from None
+        return moved
+
+    def _chain(self, store: ObjectStore, new: str) -> list[str]:
+        """adaptvc commits from the newest one the Hub has (exclusive) to ``new``, oldest first."""
+        chain = []
+        oid: str | None = new
+        while oid is not None and self._hub_commit_of(oid) is None:
+            chain.append(oid)
+            parents = store.read_commit(oid).parents
+            oid = parents[0] if parents else None
+        chain.reverse()
+        return chain
+
+    def _push_branch(self, store: ObjectStore, u: RefUpdate, progress: Progress) -> int:
+        hf = _hf()
+        branch = u.ref[len(HEADS):]
+        hub_head = self._heads.get(u.ref)
+        if hub_head is not None and self._ids.get(hub_head) != u.old:
+            raise NonFastForwardError(u.ref, self.name)
+        chain = self._chain(store, u.new)
+        previous = store.read_commit(chain[0]).parents[0] if chain and store.read_commit(chain[0]).parents else None
+        if hub_head is None:
+            start = self._hub_commit_of(previous) if previous else None
+            if start is None:
+                start = self._heads.get(HEADS + "main") or next(iter(self._heads.values()), None)
+            try:
+                self.api.create_branch(self.repo_id, branch=branch, revision=start, exist_ok=False)
+            except hf.errors.HfHubHTTPError as e:
+                raise NonFastForwardError(u.ref, self.name) if getattr(e.response, "status_code", 0) == 409 \
+                    else RemoteError(self._explain(e)) from None
+            hub_head = self.api.list_repo_refs(self.repo_id)
+            hub_head = next(b.target_commit for b in hub_head.branches if b.name == branch)
+        prev_snapshot = store.read_snapshot(store.read_commit(previous).snapshot) if previous else None
+        moved = 0
+        with tempfile.TemporaryDirectory(prefix="push-", dir=store.tmp_dir) as tmp:
+            for oid in chain:
+                commit = store.read_commit(oid)
+                snapshot = store.read_snapshot(commit.snapshot)
+                ops, size = self._operations(store, commit, snapshot, prev_snapshot, Path(tmp))
+                try:
+                    info = self.api.create_commit(
+                        self.repo_id, ops, commit_message=commit.summary or f"adaptvc {oid[:12]}",
+                        commit_description="\n".join(commit.message.splitlines()[1:]).strip() or None,
+                        revision=branch, parent_commit=hub_head)
+                except hf.errors.HfHubHTTPError as e:
+                    if getattr(e.response, "status_code", None) == 412:
+                        raise NonFastForwardError(u.ref, self.name) from None
+                    raise RemoteError(self._explain(e)) from None
+                hub_head = info.oid
+                self._ids[hub_head] = oid
+                self._hub_of[oid] = hub_head
+                self._heads[u.ref] = hub_head
+                prev_snapshot = snapshot
+                moved += size
+                progress.update(size)
+                for p in Path(tmp).iterdir():
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return moved
+
+    def _operations(self, store: ObjectStore, commit: Commit, snapshot: Snapshot, previous: Snapshot | None,
+                    tmp: Path) -> tuple[list[Any], int]:
+        hf = _hf()
+        before = {f.path: f for f in previous.files} if previous else {}
+        changed = [f for f in snapshot.files if before.get(f.path) is None or before[f.path].hash != f.hash]
+        ops: list[Any] = []
+        size = 0
+        if changed:
+            materialise(store, Snapshot(tuple(changed)), tmp)
+        for f in changed:
+            ops.append(hf.CommitOperationAdd(path_in_repo=hub_path(f.path), path_or_fileobj=str(tmp / f.path)))
+            size += f.size
+        for path in sorted(set(before) - {f.path for f in snapshot.files}):
+            ops.append(hf.CommitOperationDelete(path_in_repo=hub_path(path)))
+        history = []
+        oid: str | None = commit.id
+        while oid is not None and len(history) < 50:
+            c = store.read_commit(oid)
+            history.append(c)
+            oid = c.parents[0] if c.parents else None
+        config = {}
+        if snapshot.file(CONFIG_NAME) is not None:
+            with contextlib.suppress(Exception):
+                config = decode_json_object(store.read(snapshot.file(CONFIG_NAME).hash, MAX_METADATA_OBJECT), "config")
+        card = model_card(self.repo_id, commit, snapshot, history, config).encode()
+        snap_bytes = snapshot.encode()
+        ops += [hf.CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card),
+                hf.CommitOperationAdd(path_in_repo=SNAPSHOT_FILE, path_or_fileobj=snap_bytes),
+                hf.CommitOperationAdd(path_in_repo=COMMIT_FILE, path_or_fileobj=commit.encode())]
+        return ops, size + len(card) + len(snap_bytes)
+
+    # -- importing a plain PEFT repository ------------------------------------------------------------------
+    def _import_plain_repository(self, refs: Any) -> dict[str, str]:
+        """Each Hub commit holding an adapter becomes an adaptvc commit in ``self.local``."""
+        store = self.local
+        assert store is not None
+        out: dict[str, str] = {}
+        for branch in refs.branches:
+            history = list(reversed(self.api.list_repo_commits(self.repo_id, revision=branch.target_commit)))
+            parent: str | None = None
+            for info in history:
+                if self._ids.get(info.commit_id):
+                    parent = self._ids[info.commit_id]
+                    continue
+                with tempfile.TemporaryDirectory(prefix="import-", dir=store.tmp_dir) as tmp:
+                    folder = Path(tmp)
+                    try:
+                        for name in (CONFIG_NAME, WEIGHTS_NAME, CARD):
+                            status, body = self._get(name, info.commit_id)
+                            if status != 404:
+                                (folder / name).write_bytes(body)
+                        files = find_adapter_files(folder)
+                    except AdaptvcError:
+                        continue  # this Hub commit holds no adapter (e.g. the initial .gitattributes)
+                    snapshot = build_snapshot(files, store)
+                    store.put_snapshot(snapshot)
+                    cfg = read_config(folder)
+                    base = cfg.get("base_model_name_or_path")
+                    commit = Commit(
+                        snapshot=snapshot.id, parents=(parent,) if parent else (),
+                        message=(info.title or "").strip() + (f"\n\n{info.message.strip()}" if info.message else ""),
+                        author=", ".join(info.authors or []) or "unknown",
+                        timestamp=info.created_at.isoformat() if info.created_at else "",
+                        base=BasePin(base if isinstance(base, str) else None,
+                                     cfg.get("revision") if isinstance(cfg.get("revision"), str) else None),
+                        metadata={"hub_commit": info.commit_id},
+                    )
+                    store.flush()
+                    store.put_commit(commit)
+                    store.flush()
+                    self._ids[info.commit_id] = commit.id
+                    self._hub_of[commit.id] = info.commit_id
+                    parent = commit.id
+            if parent is not None:
+                out[HEADS + branch.name] = parent
+        for tag in refs.tags:
+            oid = self._ids.get(tag.target_commit)
+            if oid:
+                out[TAGS + tag.name] = oid
+        return out
+
+
+def _ranges(parts: list[tuple[str, int, int]]) -> list[list[tuple[str, int, int]]]:
+    """Group (blob, start, end) parts into runs fetched with one range request each."""
+    groups: list[list[tuple[str, int, int]]] = []
+    for part in parts:
+        if groups and part[1] - groups[-1][-1][2] <= RANGE_GAP:
+            groups[-1].append(part)
+        else:
+            groups.append([part])
+    return groups
+
