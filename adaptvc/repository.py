@@ -40,6 +40,7 @@ from .gc import DEFAULT_GRACE_SECONDS
 from .hashing import HASH_NAME, hash_stream
 from .hfcache import resolve_base_folder
 from .index import StatCache
+from .integrations.gitcode import code_provenance
 from .live import is_live_model, load_into, saved_model
 from .materialise import materialise
 from .objects import FORMAT_VERSION, BasePin, Commit, Snapshot
@@ -273,6 +274,7 @@ class Repository:
             author=author or _default_author(),
             timestamp=_now(),
             base=self._base_pin(src, snapshot, base, base_revision),
+            provenance=code_provenance(src),
             metadata=dict(metadata or {}),
         )
         self.store.flush()

@@ -79,9 +79,9 @@ def cli(ctx: click.Context, directory: str) -> None:
 
 
 def _register() -> None:
-    from . import base, diff, history, maintenance, refs, remote, worktree
+    from . import base, diff, history, hooks, maintenance, refs, remote, worktree
 
-    for module in (worktree, history, diff, refs, remote, base, maintenance):
+    for module in (worktree, history, diff, refs, remote, base, hooks, maintenance):
         for command in module.COMMANDS:
             cli.add_command(command)
 
