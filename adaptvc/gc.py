@@ -9,7 +9,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .compression import ELEMENT_SIZE
 from .errors import AdaptvcError
+from .progress import SILENT, Progress
 from .reachability import walk
 from .refs import Refs
 from .store import ObjectStore
@@ -26,15 +28,16 @@ class GcReport:
     kept_recent: int = 0
     reachable: int = 0
     temp_files_removed: int = 0
+    bytes_compressed: int = 0  # saved by --aggressive
 
     def to_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "removed": self.removed, "bytes_freed": self.bytes_freed,
                 "kept_recent": self.kept_recent, "reachable": self.reachable,
-                "temp_files_removed": self.temp_files_removed}
+                "temp_files_removed": self.temp_files_removed, "bytes_compressed": self.bytes_compressed}
 
 
 def gc(store: ObjectStore, refs: Refs, grace_seconds: float = DEFAULT_GRACE_SECONDS,
-       dry_run: bool = False) -> GcReport:
+       dry_run: bool = False, aggressive: bool = False, progress: Progress = SILENT) -> GcReport:
     reach = walk(store, refs)
     if reach.problems:
         raise AdaptvcError(
@@ -46,19 +49,21 @@ def gc(store: ObjectStore, refs: Refs, grace_seconds: float = DEFAULT_GRACE_SECO
     for oid in list(store.iter_ids()):
         if oid in reach.objects:
             continue
-        path = store.path(oid)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
+        stats = []
+        for path in store.files(oid):
+            with contextlib.suppress(FileNotFoundError):
+                stats.append((path, os.lstat(path)))
+        if not stats:
             continue
-        if st.st_mtime > cutoff:
+        if max(st.st_mtime for _, st in stats) > cutoff:
             report.kept_recent += 1
             continue
         if not dry_run:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            for path, _ in stats:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         report.removed.append(oid)
-        report.bytes_freed += st.st_size
+        report.bytes_freed += sum(st.st_size for _, st in stats)
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(store.tmp_dir):
             if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
@@ -66,9 +71,32 @@ def gc(store: ObjectStore, refs: Refs, grace_seconds: float = DEFAULT_GRACE_SECO
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
                 report.temp_files_removed += 1
+    if aggressive and not dry_run:
+        report.bytes_compressed = _repack(store, reach.objects, progress)
     if not dry_run:  # empty fan-out folders
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(store.objects_dir):
                 with contextlib.suppress(OSError):
                     os.rmdir(entry.path)
     return report
+
+
+def _repack(store: ObjectStore, reachable: dict[str, str], progress: Progress) -> int:
+    """Compress every reachable tensor blob whose dtype the byte-grouping codec knows (see compression.py)."""
+    dtypes: dict[str, str] = {}
+    for oid, kind in reachable.items():
+        if kind == "snapshot":
+            for _, t in store.read_snapshot(oid).tensors():
+                if t.dtype in ELEMENT_SIZE:
+                    dtypes[t.blob] = t.dtype
+    raw = [oid for oid in dtypes if store.path(oid).is_file()]
+    progress.begin("compress", sum(store.size(oid) for oid in raw))
+    saved = 0
+    try:
+        for oid in raw:
+            size = store.size(oid)
+            saved += store.compress_object(oid, dtypes[oid])
+            progress.update(size)
+    finally:
+        progress.end()
+    return saved

@@ -518,11 +518,13 @@ class Repository:
 
         return fsck(self.store, self.refs, progress)
 
-    def gc(self, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False) -> GcReport:
-        """Delete objects no ref, tag or reflog entry reaches and that are older than ``grace_seconds``."""
+    def gc(self, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False, *, aggressive: bool = False,
+           progress: Progress = SILENT) -> GcReport:
+        """Delete objects no ref, tag or reflog entry reaches and that are older than ``grace_seconds``;
+        with ``aggressive``, also compress the tensors that remain (lossless, byte-grouped zstd)."""
         from .gc import gc
 
-        return gc(self.store, self.refs, grace_seconds, dry_run)
+        return gc(self.store, self.refs, grace_seconds, dry_run, aggressive, progress)
 
     # -- tags and branches ----------------------------------------------------------------------------------
     def _create_ref(self, prefix: str, kind: str, name: str, rev: str, force: bool) -> str:

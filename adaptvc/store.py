@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import secrets
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .atomic import fsync_dir
+from .compression import compress, decompress, raw_size
 from .errors import ChecksumMismatchError, CorruptObjectError, ObjectNotFoundError
 from .hashing import BLOCK_SIZE, hash_bytes, is_object_id, new_hasher
 from .objects import Commit, Snapshot, decode_json_object
@@ -39,19 +41,30 @@ class ObjectStore:
             raise CorruptObjectError(oid, "not an object id")
         return self.objects_dir / oid[:2] / oid[2:]
 
+    def zpath(self, oid: str) -> Path:
+        """Where the compressed form of an object lives (``adaptvc gc --aggressive`` writes it)."""
+        p = self.path(oid)
+        return p.with_name(p.name + ".z")
+
+    def files(self, oid: str) -> list[Path]:
+        """The files that hold an object (raw, compressed, or for a moment during a repack both)."""
+        return [p for p in (self.path(oid), self.zpath(oid)) if p.is_file() or p.is_symlink()]
+
     def has(self, oid: str) -> bool:
-        return self.path(oid).is_file()
+        return self.path(oid).is_file() or self.zpath(oid).is_file()
 
     def freshen(self, oid: str) -> bool:
         """If the object exists, touch its mtime and return True. A writer that reuses an existing object
         freshens it, so that gc's grace period protects it exactly like a newly written one."""
-        try:
-            os.utime(self.path(oid), follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        except PermissionError:  # a read-only store (someone else's): reading still works
-            return self.has(oid)
-        return True
+        for p in (self.path(oid), self.zpath(oid)):
+            try:
+                os.utime(p, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except PermissionError:  # a read-only store (someone else's): reading still works
+                return self.has(oid)
+            return True
+        return False
 
     def iter_ids(self, prefix: str = "") -> Iterator[str]:
         """Object ids in the store, optionally only those starting with ``prefix`` (hex)."""
@@ -67,7 +80,7 @@ class ObjectStore:
                 entries = os.listdir(self.objects_dir / d)
             except FileNotFoundError:
                 continue
-            for name in entries:
+            for name in sorted({n.removesuffix(".z") for n in entries}):
                 oid = d + name
                 if is_object_id(oid) and oid.startswith(prefix):
                     yield oid
@@ -163,33 +176,72 @@ class ObjectStore:
         hash what you read)."""
         return self._open(oid)
 
-    def _open(self, oid: str) -> BinaryIO:
+    def _open_file(self, path: Path, oid: str) -> BinaryIO:
         try:
-            fd = os.open(self.path(oid), os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            raise ObjectNotFoundError(oid) from None
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise CorruptObjectError(oid, "the object file is a symbolic link") from None
             raise
         return os.fdopen(fd, "rb")
 
+    def _open(self, oid: str) -> BinaryIO:
+        try:
+            return self._open_file(self.path(oid), oid)
+        except FileNotFoundError:
+            pass
+        try:
+            with self._open_file(self.zpath(oid), oid) as f:
+                return io.BytesIO(decompress(f.read(), oid))
+        except FileNotFoundError:
+            raise ObjectNotFoundError(oid) from None
+
     def size(self, oid: str) -> int:
+        """The object's size (uncompressed)."""
         try:
             return os.stat(self.path(oid), follow_symlinks=False).st_size
+        except FileNotFoundError:
+            pass
+        try:
+            with self._open_file(self.zpath(oid), oid) as f:
+                return raw_size(f.read(13))
         except FileNotFoundError:
             raise ObjectNotFoundError(oid) from None
 
     def read(self, oid: str, max_size: int | None = None) -> bytes:
         """The object's bytes, after checking they still hash to ``oid``."""
         with self._open(oid) as f:
-            if max_size is not None and os.fstat(f.fileno()).st_size > max_size:
-                raise CorruptObjectError(oid, f"larger than {max_size} bytes")
-            data = f.read()
+            data = f.read() if max_size is None else f.read(max_size + 1)
+        if max_size is not None and len(data) > max_size:
+            raise CorruptObjectError(oid, f"larger than {max_size} bytes")
         got = hash_bytes(data)
         if got != oid:
             raise ChecksumMismatchError(f"object {oid}", oid, got)
         return data
+
+    def compress_object(self, oid: str, dtype: str | None = None) -> int:
+        """Replace a raw object by its compressed form when that pays; returns the bytes saved. The
+        compressed copy is verified before the raw file goes, so a crash leaves one good copy or both."""
+        raw = self.path(oid)
+        if not raw.is_file():
+            return 0
+        data = self.read(oid)
+        container = compress(data, dtype)
+        if container is None or hash_bytes(decompress(container, oid)) != oid:
+            return 0
+        fd, tmp = self._open_temp()
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(container)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.zpath(oid))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        raw.unlink()
+        return len(data) - len(container)
 
     def iter_chunks(self, oid: str) -> Iterator[memoryview]:
         """Stream the object in large blocks; raises ChecksumMismatchError after the last block if the bytes

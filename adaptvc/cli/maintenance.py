@@ -7,6 +7,7 @@ import re
 import click
 
 from .main import CliError, State, pass_state
+from .progress import BarProgress
 from .render import echo_json, human_bytes, short
 from .worktree import json_option
 
@@ -51,11 +52,12 @@ def fsck(state: State, as_json: bool) -> None:
 @click.option("-n", "--dry-run", is_flag=True, help="Only say what would be removed.")
 @click.option("--grace", type=Duration(), default="1h", show_default=True,
               help="Keep unreachable objects younger than this (protects commits in progress).")
+@click.option("--aggressive", is_flag=True, help="Also compress stored tensors (lossless; ids do not change).")
 @json_option
 @pass_state
-def gc(state: State, dry_run: bool, grace: float, as_json: bool) -> None:
+def gc(state: State, dry_run: bool, grace: float, aggressive: bool, as_json: bool) -> None:
     """Remove objects that no branch, tag or reflog entry reaches."""
-    report = state.repo.gc(grace_seconds=grace, dry_run=dry_run)
+    report = state.repo.gc(grace_seconds=grace, dry_run=dry_run, aggressive=aggressive, progress=BarProgress())
     if as_json:
         echo_json(report.to_dict())
         return
@@ -64,6 +66,8 @@ def gc(state: State, dry_run: bool, grace: float, as_json: bool) -> None:
                f"kept {report.reachable} reachable and {report.kept_recent} recent")
     for oid in report.removed[:20] if dry_run else []:
         click.echo(f"  {short(oid, 32)}")
+    if report.bytes_compressed:
+        click.echo(f"compressed stored tensors: {human_bytes(report.bytes_compressed)} saved")
 
 
 @click.command()
