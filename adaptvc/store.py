@@ -98,6 +98,18 @@ class ObjectStore:
         self._unsynced_files.append(final)
         self._unsynced_dirs.add(final.parent)
 
+    @contextlib.contextmanager
+    def _temp_file(self) -> Iterator[tuple[BinaryIO, Path]]:
+        """A new temporary file in the store's file system; removed if the block fails before renaming it."""
+        fd, tmp = self._open_temp()
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f, tmp
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
     def put_known(self, oid: str, chunks: list[bytes | memoryview] | bytes | memoryview) -> bool:
         """Store bytes whose id the caller has just computed from these very bytes. Returns True when the
         object was new. Storing an object that exists is a no-op."""
@@ -105,16 +117,11 @@ class ObjectStore:
             return False
         if isinstance(chunks, (bytes, bytearray, memoryview)):
             chunks = [chunks]
-        fd, tmp = self._open_temp()
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for c in chunks:
-                    f.write(c)
+        with self._temp_file() as (f, tmp):
+            for c in chunks:
+                f.write(c)
+            f.flush()
             self._install(tmp, oid)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
         return True
 
     def put_bytes(self, data: bytes) -> str:
@@ -125,26 +132,21 @@ class ObjectStore:
     def put_stream(self, f: BinaryIO, size: int) -> str:
         """Store ``size`` bytes read from ``f`` (for data too large to hold in memory at once)."""
         h = new_hasher()
-        fd, tmp = self._open_temp()
-        try:
-            with os.fdopen(fd, "wb") as out:
-                remaining = size
-                while remaining:
-                    chunk = f.read(min(BLOCK_SIZE, remaining))
-                    if not chunk:
-                        raise EOFError("file ended early")
-                    h.update(chunk)
-                    out.write(chunk)
-                    remaining -= len(chunk)
+        with self._temp_file() as (out, tmp):
+            remaining = size
+            while remaining:
+                chunk = f.read(min(BLOCK_SIZE, remaining))
+                if not chunk:
+                    raise EOFError("file ended early")
+                h.update(chunk)
+                out.write(chunk)
+                remaining -= len(chunk)
+            out.flush()
             oid = h.hexdigest()
             if self.freshen(oid):
                 os.unlink(tmp)
             else:
                 self._install(tmp, oid)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
         return oid
 
     def put_snapshot(self, snap: Snapshot) -> str:
@@ -229,17 +231,11 @@ class ObjectStore:
         container = compress(data, dtype)
         if container is None or hash_bytes(decompress(container, oid)) != oid:
             return 0
-        fd, tmp = self._open_temp()
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(container)
-                f.flush()
-                os.fsync(f.fileno())
+        with self._temp_file() as (f, tmp):
+            f.write(container)
+            f.flush()
+            os.fsync(f.fileno())
             os.replace(tmp, self.zpath(oid))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
         raw.unlink()
         return len(data) - len(container)
 
