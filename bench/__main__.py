@@ -1,12 +1,14 @@
-"""``python -m bench [--profile NAME] [--versions N]``: time adaptvc's core operations against a durable copy.
+"""``python -m bench``: adaptvc against a durable copy, git-lfs and DVC, side by side in one run.
 
-Every figure is a median of repeated runs in one process, and every ratio divides two figures of the same
-run, so the numbers can be compared on a shared, noisy machine.
+Every figure is a median of repeated runs, and every ratio divides two figures of the same run, so results
+can be compared on a shared, noisy machine. ``--quick`` runs a small profile in about two minutes;
+``--write-docs`` writes docs/benchmarks.md and docs/benchmarks.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -18,117 +20,222 @@ import time
 from pathlib import Path
 
 from .adapters import PROFILES, write_adapter
+from .report import render, targets
+from .tools import Adaptvc, Dvc, GitLfs, Tool, run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed(cmd: list[str], cwd: Path | None = None, ok_codes: tuple[int, ...] = (0,)) -> float:
-    t = time.perf_counter()
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - t
-    if res.returncode not in ok_codes:
-        raise SystemExit(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
-    return elapsed
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
 
 
-def median(fn, repeat: int) -> float:
-    return statistics.median(fn() for _ in range(repeat))
+def machine() -> str:
+    mem = ""
+    try:
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        kb = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
+        mem = f", {kb / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return (f"{platform.machine()}, {os.cpu_count()} cores{mem}, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
 
 
-def store_bytes(work: Path) -> int:
-    return sum(p.stat().st_size for p in (work / ".adaptvc" / "objects").rglob("*") if p.is_file())
+def durable_copy(src: Path, scratch: Path) -> float:
+    out = scratch / "dd.out"
+    t = run(["dd", f"if={src}", f"of={out}", "bs=16M", "conv=fsync", "status=none"]).seconds
+    out.unlink()
+    return t
+
+
+def fresh_copy(src: Path, scratch: Path, k: int) -> float:
+    """A durable copy to a new file that is kept, like every version a tool stores: on a VM, pages that
+    were never touched before are slower to write than the recycled pages of a deleted file."""
+    return run(["dd", f"if={src}", f"of={scratch / f'fresh-{k}.out'}", "bs=16M", "conv=fsync",
+                "status=none"]).seconds
+
+
+def read_both(a: Path, b: Path) -> float:
+    start = time.perf_counter()
+    for f in (a, b):
+        with open(f, "rb", buffering=0) as fh:
+            while fh.read(16 << 20):
+                pass
+    return time.perf_counter() - start
+
+
+def bench_tool(tool: Tool, full: list[Path], half: list[Path], repeat: int, scratch: Path) -> dict:
+    tool.init()
+    commits, growth = [], []
+    for i, v in enumerate(full, 1):
+        commits.append(tool.commit(v, f"v{i}"))
+        growth.append(tool.store_bytes())
+    half_runs = []
+    for i, h in enumerate(half, 1):
+        half_runs.append(tool.commit(h, f"h{i}"))
+        growth.append(tool.store_bytes())
+    checkouts = []
+    for k in range(repeat + 1):  # the first one warms up
+        out = scratch / f"co-{tool.name}-{k}"
+        r = tool.checkout(1, out)
+        shutil.rmtree(out, ignore_errors=True)
+        if k:
+            checkouts.append(r)
+    return {
+        "commit_first": commits[0].seconds,
+        "commit_full": median([c.seconds for c in commits[1:]]),
+        "commit_half": median([c.seconds for c in half_runs]),
+        "checkout": median([c.seconds for c in checkouts]),
+        "store_after_full": growth[len(full) - 1],
+        "growth": growth,
+        "peak_kb": max([c.peak_kb for c in commits + half_runs + checkouts] or [0]),
+    }
+
+
+def adaptvc_extras(full: list[Path], repeat: int, scratch: Path, tool: Adaptvc) -> dict:
+    cli = Adaptvc.cli
+    out: dict = {}
+    # status and a no-op commit of an unchanged work tree (stat cache warm after the first call)
+    work = scratch / "status-work"
+    shutil.copytree(full[-1], work)
+    run([*cli, "init", str(work)])
+    run([*cli, "-C", str(work), "commit", "-q", "-m", "v"])
+    run([*cli, "-C", str(work), "status"])
+    out["status"] = median([run([*cli, "-C", str(work), "status"]).seconds for _ in range(repeat)])
+    out["noop_commit"] = median([run([*cli, "-C", str(work), "commit", "-q", "-m", "same"], ok=(1,)).seconds
+                                 for _ in range(repeat)])
+    # diff of two fully changed versions, against reading both files once
+    n = len(full)
+    run([*cli, "-C", str(tool.work), "diff", f"HEAD~{n + 1}", f"HEAD~{n}", "--json"])
+    diffs = [run([*cli, "-C", str(tool.work), "diff", f"HEAD~{n + 1}", f"HEAD~{n}", "--json"]) for _ in range(repeat)]
+    out["diff"] = median([d.seconds for d in diffs])
+    out["diff_peak_kb"] = max(d.peak_kb for d in diffs)
+    out["read_both"] = median([read_both(full[0] / "adapter_model.safetensors", full[1] / "adapter_model.safetensors")
+                               for _ in range(repeat)])
+    # log of 1,000 commits
+    log_work = scratch / "log-work"
+    code = ("import sys\nfrom adaptvc import Repository\nr = Repository.init(sys.argv[1])\n"
+            "r.commit('c0', source=sys.argv[2])\n"
+            "for i in range(999):\n    r.commit(f'c{i + 1}', source=sys.argv[2], allow_empty=True)\n")
+    subprocess.run([sys.executable, "-c", code, str(log_work), str(full[0])], check=True)
+    run([*cli, "-C", str(log_work), "log", "--json"])
+    out["log_1000"] = median([run([*cli, "-C", str(log_work), "log", "--json"]).seconds for _ in range(repeat)])
+    # storage after lossless compression, and checkout from the compressed store
+    out["store_uncompressed"] = tool.store_bytes()
+    run([*cli, "-C", str(tool.work), "gc", "--aggressive"])
+    out["store_compressed"] = tool.store_bytes()
+    outs = []
+    for k in range(repeat + 1):
+        o = scratch / f"co-z-{k}"
+        r = tool.checkout(1, o)
+        shutil.rmtree(o, ignore_errors=True)
+        if k:
+            outs.append(r.seconds)
+    out["checkout_compressed"] = median(outs)
+    # start-up: which heavy modules does a command import?
+    probe = ("import sys\nfrom adaptvc.cli.main import main\ntry:\n    main(['-C', sys.argv[1], 'status'])\n"
+             "except SystemExit:\n    pass\nprint(','.join(m for m in ('torch', 'transformers', 'huggingface_hub', "
+             "'numpy') if m in sys.modules) or 'none', file=sys.stderr)\n")
+    res = subprocess.run([sys.executable, "-c", probe, str(work)], capture_output=True, text=True)
+    out["startup_heavy"] = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "?"
+    return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench")
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--profile", default="7b-r64-all-bf16", choices=sorted(PROFILES))
-    ap.add_argument("--versions", type=int, default=4)
+    ap.add_argument("--versions", type=int, default=10)
+    ap.add_argument("--half", type=int, default=3, help="versions with half of the lora_B tensors changed")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dir", help="work in this folder (default: a temporary one)")
+    ap.add_argument("--tools", default="adaptvc,git-lfs,dvc")
+    ap.add_argument("--dvc", default=shutil.which("dvc") or str(ROOT / ".venv-bench" / "bin" / "dvc"))
+    ap.add_argument("--quick", action="store_true", help="the 34 MB profile, 4 versions")
+    ap.add_argument("--dir", help="work here (default: a temporary folder, removed afterwards)")
+    ap.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md and docs/benchmarks.png")
     args = ap.parse_args()
+    if args.quick:
+        args.profile, args.versions, args.half = "7b-r16-attn-fp16", 4, 2
     profile = PROFILES[args.profile]
-    adaptvc = [sys.executable, "-m", "adaptvc"]
     root = Path(args.dir or tempfile.mkdtemp(prefix="adaptvc-bench-"))
-    work, src = root / "work", root / "versions"
     shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    print(f"profile {profile.name}: {profile.nbytes() / 1e6:.0f} MB, {len(profile.shapes())} tensors; "
-          f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}", flush=True)
+    scratch = root / "scratch"
+    scratch.mkdir(parents=True)
+    started = time.time()
+    print(f"{profile.name}: {profile.nbytes() / 1e6:.0f} MB, {len(profile.shapes())} tensors; {args.versions} "
+          f"versions, {args.half} half-changed; {machine()}", flush=True)
 
-    # versions 1..N fully changed, then one version with half of the lora_B tensors changed
-    prev = None
-    for v in range(1, args.versions + 1):
-        prev = write_adapter(src / f"v{v}", profile, seed=v, previous=prev)
-    write_adapter(src / "half", profile, seed=999, previous=prev, change="half-B")
-    weights = src / "v1" / "adapter_model.safetensors"
-    size = weights.stat().st_size
+    full, prev = [], None
+    for i in range(1, args.versions + 1):
+        prev = write_adapter(root / "versions" / f"v{i}", profile, seed=i, previous=prev)
+        full.append(root / "versions" / f"v{i}")
+    half = []
+    for i in range(1, args.half + 1):
+        prev = write_adapter(root / "versions" / f"h{i}", profile, seed=1000 + i, previous=prev, change="half-B")
+        half.append(root / "versions" / f"h{i}")
+    size = (full[0] / "adapter_model.safetensors").stat().st_size
+    half_share = _changed_share(full[-1], half[0]) if half else 0.0
 
-    def dd() -> float:
-        out = root / "dd.out"
-        t = timed(["dd", f"if={weights}", f"of={out}", "bs=16M", "conv=fsync", "status=none"])
-        out.unlink()
-        return t
-
-    def cp() -> float:
-        out = root / "cp.out"
-        t = timed(["cp", str(weights), str(out)])
-        out.unlink()
-        return t
-
-    dd_s, cp_s = median(dd, args.repeat), median(cp, args.repeat)
-    timed([*adaptvc, "init", str(work)])
-    def commit(folder: Path, message: str, ok_codes: tuple[int, ...] = (0,)) -> float:
-        return timed([*adaptvc, "-C", str(work), "commit", "-q", "-m", message, "--from", str(folder)],
-                     ok_codes=ok_codes)
-
-    commit_full = [commit(src / f"v{v}", f"v{v}") for v in range(1, args.versions + 1)]
-    growth_full = store_bytes(work)
-    before = store_bytes(work)
-    commit_half = commit(src / "half", "half")
-    growth_half = store_bytes(work) - before
-    # no-op: the same folder again is refused as "nothing to commit" after hashing it
-    noop = median(lambda: commit(src / "half", "same", ok_codes=(1,)), args.repeat)
-
-    def checkout() -> float:
-        out = root / "co"
-        t = timed([*adaptvc, "-C", str(work), "checkout", "-q", "HEAD~2", "-o", str(out)])
-        shutil.rmtree(out)
-        return t
-
-    checkout_s = median(checkout, args.repeat)
-    log_s = median(lambda: timed([*adaptvc, "-C", str(work), "log", "--json"]), args.repeat)
-    diff_s = median(lambda: timed([*adaptvc, "-C", str(work), "diff", "HEAD~2", "HEAD~1", "--json"]), args.repeat)
-
-    def read_both() -> float:
-        t = time.perf_counter()
-        for folder in ("v1", "v2"):
-            with open(src / folder / "adapter_model.safetensors", "rb", buffering=0) as f:
-                while f.read(16 << 20):
-                    pass
-        return time.perf_counter() - t
-
-    read_s = median(read_both, args.repeat)
-
-    full_s = statistics.median(commit_full[1:] or commit_full)
-    rows = [
-        ("durable copy (dd conv=fsync)", dd_s, 1.0),
-        ("cp", cp_s, cp_s / dd_s),
-        ("commit, first version (empty store)", commit_full[0], commit_full[0] / dd_s),
-        ("commit, every tensor changed (median)", full_s, full_s / dd_s),
-        ("commit, half of lora_B changed", commit_half, commit_half / dd_s),
-        ("commit of an unchanged adapter (refused)", noop, noop / dd_s),
-        ("checkout of an old version", checkout_s, checkout_s / dd_s),
-        (f"log of {args.versions + 1} commits", log_s, log_s / dd_s),
-        ("diff of two fully changed versions", diff_s, diff_s / dd_s),
-        ("(reading both files once, in Python)", read_s, read_s / dd_s),
-    ]
-    print(f"\n| operation on {size / 1e6:.0f} MB | seconds | × durable copy |\n|---|---:|---:|")
-    for name, s, r in rows:
-        print(f"| {name} | {s:.3f} | {r:.2f} |")
-    print(f"\nstore after {args.versions} fully changed versions: {growth_full / 1e6:.0f} MB "
-          f"({growth_full / (args.versions * size):.0%} of the raw bytes)")
-    print(f"store growth for the half-lora_B version: {growth_half / 1e6:.1f} MB "
-          f"({growth_half / size:.0%} of one version)")
+    durable_copy(full[0] / "adapter_model.safetensors", scratch)
+    dd = median([durable_copy(full[0] / "adapter_model.safetensors", scratch) for _ in range(args.repeat)])
+    dd_fresh = median([fresh_copy(full[k] / "adapter_model.safetensors", scratch, k) for k in range(args.repeat)])
+    tools: list[Tool] = []
+    for name in args.tools.split(","):
+        tool = {"adaptvc": lambda: Adaptvc(root / "adaptvc"), "git-lfs": lambda: GitLfs(root / "git-lfs"),
+                "dvc": lambda: Dvc(root / "dvc", args.dvc)}[name.strip()]()
+        if tool.available():
+            tools.append(tool)
+        else:
+            print(f"{name}: not installed, skipped (see docs/benchmarks.md)", flush=True)
+    results = {}
+    for tool in tools:
+        print(f"running {tool.name} ...", flush=True)
+        results[tool.name] = bench_tool(tool, full, half, args.repeat, scratch)
+    extras = adaptvc_extras(full, args.repeat, scratch, tools[0]) if tools and tools[0].name == "adaptvc" else {}
+    data = {"profile": profile.name, "size": size, "versions": args.versions, "half_share": half_share,
+            "machine": machine(), "dd": dd, "dd_fresh": dd_fresh, "results": results, "extras": extras,
+            "seconds": time.time() - started, "date": time.strftime("%Y-%m-%d")}
+    markdown, chart = render(data)
+    print("\n" + markdown)
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out_dir / f"{stamp}.json").write_text(json.dumps(data, indent=2))
+    (out_dir / f"{stamp}.md").write_text(markdown)
+    if chart is not None:
+        chart.savefig(out_dir / f"{stamp}.png", dpi=110)
+    if args.write_docs:
+        write_docs(data, markdown, chart)
     if not args.dir:
-        shutil.rmtree(root)
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"\nfinished in {time.time() - started:.0f} s; results in {out_dir}")
+    misses = [t for t in targets(data) if t[3] == "MISS"]
+    if misses:
+        print(f"{len(misses)} target(s) missed: " + "; ".join(t[0] for t in misses))
+
+
+def _changed_share(a: Path, b: Path) -> float:
+    """Share of the tensor bytes of adapter_model.safetensors that differ between two versions."""
+    from adaptvc.safetensors_format import read_header
+
+    def tensors(p: Path) -> dict[str, bytes]:
+        with open(p / "adapter_model.safetensors", "rb") as f:
+            header = read_header(f, os.fstat(f.fileno()).st_size, str(p))
+            data = f.read()
+        return {t.name: data[t.begin:t.end] for t in header.tensors}
+
+    ta, tb = tensors(a), tensors(b)
+    total = sum(len(v) for v in ta.values())
+    changed = sum(len(v) for k, v in ta.items() if tb.get(k) != v)
+    return changed / total if total else 0.0
+
+
+def write_docs(data: dict, markdown: str, chart) -> None:
+    from .report import docs_page
+
+    (ROOT / "docs" / "benchmarks.md").write_text(docs_page(data, markdown))
+    if chart is not None:
+        chart.savefig(ROOT / "docs" / "benchmarks.png", dpi=110)
 
 
 if __name__ == "__main__":
