@@ -16,7 +16,16 @@ from typing import Any
 import numpy as np
 
 from .dtypes import Workspace, itemsize, to_float64
-from .lowrank import as_factors, compare_updates, lora_modules, lora_scale
+from .lowrank import (
+    as_factors,
+    compare_updates,
+    kron_comparison,
+    loha_factors,
+    lora_modules,
+    lora_scale,
+    lycoris_modules,
+    lycoris_rank_and_scale,
+)
 from .status import config_changes
 from .version_view import VersionView
 
@@ -184,6 +193,11 @@ def diff_versions(a: VersionView, b: VersionView, pattern: str | None = None) ->
         if diff is not None:
             modules.append(diff)
 
+    for module, parts in sorted(lycoris_modules(both).items()):
+        diff = _lycoris_diff(a, b, module, parts, results)
+        if diff is not None:
+            modules.append(diff)
+
     for n in names:  # modified tensors outside LoRA modules (DoRA magnitudes, IA3 vectors, LoHa/LoKr factors)
         if n in results:
             continue
@@ -248,3 +262,36 @@ def _module_diff(a: VersionView, b: VersionView, module: str, name_a: str, name_
     status = "unchanged" if unchanged and s1 == s2 else "modified"
     return ModuleDiff(module, status, a1.shape[0], a2.shape[0], s1, s2, cmp.norm_a, cmp.norm_b, cmp.change,
                       cmp.rel_change, cmp.cosine)
+
+
+def _lycoris_diff(a: VersionView, b: VersionView, module: str, parts: dict[str, str],
+                  results: dict[str, TensorDiff]) -> ModuleDiff | None:
+    """Module numbers for LoHa (Hadamard of two low-rank products) and LoKr (Kronecker product); the
+    factors' own tensor numbers are computed like any other modified tensor."""
+    names = sorted(parts.values())
+    if any(p.endswith(("_t1", "_t2")) for p in parts) or not all(v.numeric(n) for v in (a, b) for n in names):
+        return None  # CP-decomposed conv factors: tensor numbers only
+    folder, local = _split_folder(module)
+    unchanged = all(results.get(n) is not None and results[n].status == "unchanged" for n in names)
+    r1, s1 = lycoris_rank_and_scale(a.config(folder), local)
+    r2, s2 = lycoris_rank_and_scale(b.config(folder), local)
+    va = {p: a.values(n) for p, n in parts.items()}
+    vb = va if unchanged else {p: b.values(n) for p, n in parts.items()}
+    try:
+        if "hada_w1_a" in parts:
+            fa = loha_factors(va["hada_w1_a"], va["hada_w1_b"], va["hada_w2_a"], va["hada_w2_b"])
+            fb = loha_factors(vb["hada_w1_a"], vb["hada_w1_b"], vb["hada_w2_a"], vb["hada_w2_b"])
+            if fa is None or fb is None:
+                return None
+            cmp = compare_updates(fa[0], fa[1], s1, fb[0], fb[1], s2)
+        else:
+            def dense(v: dict, w: str) -> np.ndarray:
+                return v[w] if w in v else v[f"{w}_a"] @ v[f"{w}_b"]
+
+            cmp = kron_comparison((dense(va, "lokr_w1"), dense(vb, "lokr_w1")),
+                                  (dense(va, "lokr_w2"), dense(vb, "lokr_w2")), s1, s2)
+    except (KeyError, ValueError):
+        return None  # factors missing or of different shapes: tensor numbers only
+    status = "unchanged" if unchanged and s1 == s2 else "modified"
+    return ModuleDiff(module, status, r1, r2, s1, s2, cmp.norm_a, cmp.norm_b, cmp.change, cmp.rel_change,
+                      cmp.cosine)

@@ -53,16 +53,67 @@ def _pattern_key(patterns: dict[str, Any], key: str) -> str | None:
     return None
 
 
+def _patterned(config: dict[str, Any], pattern_field: str, module: str, default: Any) -> Any:
+    key = module[len(_PEFT_PREFIX):] if module.startswith(_PEFT_PREFIX) else module
+    patterns = config.get(pattern_field) or {}
+    hit = _pattern_key(patterns, key)
+    return patterns[hit] if hit is not None else default
+
+
 def lora_scale(config: dict[str, Any], module: str, rank: int) -> float:
     """s = lora_alpha / r (lora_alpha / √r with use_rslora), honouring alpha_pattern; ``module`` is the
     module's tensor-name prefix (folder prefix already removed)."""
-    key = module[len(_PEFT_PREFIX):] if module.startswith(_PEFT_PREFIX) else module
-    alpha_pattern = config.get("alpha_pattern") or {}
-    hit = _pattern_key(alpha_pattern, key)
-    alpha = float(alpha_pattern[hit] if hit is not None else config.get("lora_alpha", 8))
+    alpha = float(_patterned(config, "alpha_pattern", module, config.get("lora_alpha", 8)))
     if rank <= 0:
         return 0.0
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+def lycoris_rank_and_scale(config: dict[str, Any], module: str) -> tuple[int, float]:
+    """LoHa and LoKr: r from rank_pattern or r, s = alpha / r (alpha from alpha_pattern or alpha)."""
+    rank = int(_patterned(config, "rank_pattern", module, config.get("r", 8)))
+    alpha = float(_patterned(config, "alpha_pattern", module, config.get("alpha", rank)))
+    return rank, (alpha / rank if rank > 0 else 0.0)
+
+
+_LYCORIS = re.compile(r"^(?P<module>.+)\.(?P<part>hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2)"
+                      r"(?:\.weight)?$")
+#: LoHa's update has rank up to r₁·r₂; above this the Khatri-Rao factors would be too large to form
+MAX_LOHA_RANK = 256
+
+
+def lycoris_modules(names: list[str] | set[str]) -> dict[str, dict[str, str]]:
+    """``{module: {part: tensor name}}`` for LoHa (``hada_*``) and LoKr (``lokr_*``) modules."""
+    out: dict[str, dict[str, str]] = {}
+    for name in names:
+        m = _LYCORIS.match(name)
+        if m:
+            out.setdefault(m.group("module"), {})[m.group("part")] = name
+    return out
+
+
+def loha_factors(w1a: Any, w1b: Any, w2a: Any, w2b: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(W₁ₐW₁ᵦ) ⊙ (W₂ₐW₂ᵦ) = K_B·K_A with K_B the row-wise Khatri-Rao product of W₁ₐ and W₂ₐ (d_out × r₁r₂)
+    and K_A that of W₁ᵦᵀ and W₂ᵦᵀ, transposed (r₁r₂ × d_in): a low-rank form the LoRA algebra takes as is."""
+    if min(np.ndim(w) for w in (w1a, w1b, w2a, w2b)) != 2 or w1a.shape[1] * w2a.shape[1] > MAX_LOHA_RANK:
+        return None
+    kb = (w1a[:, :, None] * w2a[:, None, :]).reshape(w1a.shape[0], -1)
+    ka = (w1b.T[:, :, None] * w2b.T[:, None, :]).reshape(w1b.shape[1], -1).T
+    return ka, kb
+
+
+def kron_comparison(w1: tuple[np.ndarray, np.ndarray], w2: tuple[np.ndarray, np.ndarray], s1: float,
+                    s2: float) -> UpdateComparison:
+    """LoKr: ΔW = s·(W₁ ⊗ W₂). ‖X ⊗ Y‖ = ‖X‖‖Y‖ and ⟨X₁ ⊗ Y₁, X₂ ⊗ Y₂⟩ = ⟨X₁, X₂⟩⟨Y₁, Y₂⟩: no Kronecker
+    product is formed. ``w1`` holds (W₁ of version a, of version b), ``w2`` the same for W₂."""
+    (x1, x2), (y1, y2) = w1, w2
+    if x1.shape != x2.shape or y1.shape != y2.shape:
+        raise ValueError("LoKr factors of different shapes")
+    n1 = abs(s1) * float(np.linalg.norm(x1)) * float(np.linalg.norm(y1))
+    n2 = abs(s2) * float(np.linalg.norm(x2)) * float(np.linalg.norm(y2))
+    dot = s1 * s2 * float(np.sum(x1 * x2)) * float(np.sum(y1 * y2))
+    change = math.sqrt(max(n1 * n1 + n2 * n2 - 2.0 * dot, 0.0))
+    return UpdateComparison(n1, n2, change, _cosine(dot, n1, n2))
 
 
 def as_factors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from peft import IA3Config, LoraConfig, get_peft_model
+from peft import IA3Config, LoHaConfig, LoKrConfig, LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
 from adaptvc import Repository
@@ -322,3 +322,36 @@ def test_sub_folder_adapters_use_their_own_config(repo):
     pb = dense(weights)
     ref = reference_module(pa, pb, module, 8.0, 8.0)
     assert close(changed["delta_w_change"], ref["delta_w_change"])
+
+
+@pytest.mark.parametrize("config", [
+    LoHaConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]),
+    LoKrConfig(r=4, alpha=6, target_modules=["q_proj", "v_proj"]),
+    LoKrConfig(r=2, alpha=3, target_modules=["q_proj", "down_proj"], decompose_both=True, decompose_factor=4),
+], ids=["loha", "lokr", "lokr-decomposed"])
+def test_loha_and_lokr_module_numbers_match_peft_delta_weights(repo, config):
+    def model(seed: int):
+        m = get_peft_model(helpers.tiny_base(), config)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for n, p in m.named_parameters():
+                if "hada_" in n or "lokr_" in n:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        return m
+
+    ma, mb = model(1), model(2)
+    a, _ = commit_model(repo, ma, "a")
+    b, _ = commit_model(repo, mb, "b")
+    result = repo.diff(a, b).to_dict()
+    assert len(result["modules"]) == 4
+    layers_a = {n: mod for n, mod in ma.named_modules() if hasattr(mod, "get_delta_weight")}
+    layers_b = {n: mod for n, mod in mb.named_modules() if hasattr(mod, "get_delta_weight")}
+    for m in result["modules"]:
+        with torch.no_grad():
+            wa = layers_a[m["name"]].get_delta_weight("default").double().numpy()
+            wb = layers_b[m["name"]].get_delta_weight("default").double().numpy()
+        na, nb, ch = np.linalg.norm(wa), np.linalg.norm(wb), np.linalg.norm(wb - wa)
+        assert close(m["delta_w_norm_a"], na, 1e-6) and close(m["delta_w_norm_b"], nb, 1e-6)
+        assert close(m["delta_w_change"], ch, 1e-6)
+        # PEFT builds its dense reference in float32: compare to that precision
+        assert close(m["delta_w_cosine"], float(np.sum(wa * wb) / (na * nb)), 1e-6, 1e-6)
