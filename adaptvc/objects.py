@@ -66,6 +66,13 @@ class _Reader:
             raise self.fail(f"field {key!r} has the wrong type")
         return value
 
+    def kind(self, expected: str) -> None:
+        """Check the ``type`` and ``format`` fields every snapshot and commit carries."""
+        if self.get("type", str) != expected:
+            raise self.fail(f"not a {expected}")
+        if self.get("format", int) != FORMAT_VERSION:
+            raise self.fail(f"unsupported {expected} format {self.data.get('format')}")
+
     def oid(self, key: str, optional: bool = False) -> Any:
         value = self.get(key, str, optional)
         if value is not None and not is_object_id(value):
@@ -169,10 +176,7 @@ class Snapshot:
     @classmethod
     def from_dict(cls, data: Any, what: str = "snapshot") -> Snapshot:
         r = _Reader(data, what)
-        if r.get("type", str) != "snapshot":
-            raise r.fail("not a snapshot")
-        if r.get("format", int) != FORMAT_VERSION:
-            raise r.fail(f"unsupported snapshot format {data.get('format')}")
+        r.kind("snapshot")
         files = tuple(FileEntry.from_dict(f, what) for f in r.get("files", list))
         paths = [f.path for f in files]
         if len(set(paths)) != len(paths):
@@ -269,10 +273,7 @@ class Commit:
     @classmethod
     def from_dict(cls, data: Any, what: str = "commit") -> Commit:
         r = _Reader(data, what)
-        if r.get("type", str) != "commit":
-            raise r.fail("not a commit")
-        if r.get("format", int) != FORMAT_VERSION:
-            raise r.fail(f"unsupported commit format {data.get('format')}")
+        r.kind("commit")
         parents = r.get("parents", list)
         if not all(isinstance(p, str) and is_object_id(p) for p in parents):
             raise r.fail("parents must be object ids")
