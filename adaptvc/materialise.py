@@ -30,7 +30,8 @@ def _write_temp(store: ObjectStore, entry: FileEntry, target: Path, progress: Pr
         size = 0
         with os.fdopen(fd, "wb", buffering=0) as f:
             for oid in entry.blobs():
-                for chunk in store.iter_chunks(oid):
+                # the whole-file hash below covers every blob; a mismatch is then traced to its blob
+                for chunk in store.iter_chunks(oid, verify=False):
                     whole.update(chunk)
                     # a raw file may write less than asked; loop until the chunk is out
                     while chunk:
@@ -41,6 +42,9 @@ def _write_temp(store: ObjectStore, entry: FileEntry, target: Path, progress: Pr
             os.fsync(f.fileno())
         got = whole.hexdigest()
         if got != entry.hash or size != entry.size:
+            for oid in entry.blobs():  # name the corrupt object rather than just the file
+                for _ in store.iter_chunks(oid):
+                    pass
             raise ChecksumMismatchError(f"rebuilt file {entry.path}", entry.hash, got)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

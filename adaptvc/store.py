@@ -33,6 +33,7 @@ class ObjectStore:
         self.objects_dir = self.root / "objects"
         self.tmp_dir = self.root / "tmp"
         self._unsynced_files: list[Path] = []
+        self._buffer: memoryview | None = None
         self._unsynced_dirs: set[Path] = set()
 
     # -- layout ---------------------------------------------------------------------------------------------
@@ -239,22 +240,28 @@ class ObjectStore:
         raw.unlink()
         return len(data) - len(container)
 
-    def iter_chunks(self, oid: str) -> Iterator[memoryview]:
-        """Stream the object in large blocks; raises ChecksumMismatchError after the last block if the bytes
-        do not hash to ``oid``. The caller must not treat its output as good before the iterator ends."""
-        h = new_hasher()
-        buf = bytearray(BLOCK_SIZE)
-        view = memoryview(buf)
+    def iter_chunks(self, oid: str, verify: bool = True) -> Iterator[memoryview]:
+        """Stream the object in large blocks (views of one buffer, valid until the next block).
+
+        With ``verify`` (the default), raises ChecksumMismatchError after the last block if the bytes do not
+        hash to ``oid``: the caller must not treat its output as good before the iterator ends. A caller that
+        checks a larger hash covering these bytes anyway (checkout's whole-file hash) may pass False."""
+        h = new_hasher() if verify else None
+        if self._buffer is None:  # one buffer for the store's life: no fresh memory per object
+            self._buffer = memoryview(bytearray(BLOCK_SIZE))
+        view = self._buffer
         with self._open(oid) as f:
             while True:
                 n = f.readinto(view)
                 if not n:
                     break
-                h.update(view[:n])
+                if h is not None:
+                    h.update(view[:n])
                 yield view[:n]
-        got = h.hexdigest()
-        if got != oid:
-            raise ChecksumMismatchError(f"object {oid}", oid, got)
+        if h is not None:
+            got = h.hexdigest()
+            if got != oid:
+                raise ChecksumMismatchError(f"object {oid}", oid, got)
 
     def read_commit(self, oid: str) -> Commit:
         commit = Commit.from_dict(decode_json_object(self.read(oid, MAX_METADATA_OBJECT), oid), oid)
