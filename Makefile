@@ -23,7 +23,7 @@ test: $(STAMP)
 
 # The benchmark also runs git-lfs (Debian) and DVC (PyPI, in its own venv) when they can be installed.
 bench: $(STAMP)
-	command -v git-lfs >/dev/null || (apt-get install -y -qq git-lfs >/dev/null 2>&1 || true)
+	command -v git-lfs >/dev/null || ((apt-get update -qq && apt-get install -y -qq git-lfs) >/dev/null 2>&1 || true)
 	test -x .venv-bench/bin/dvc || ($(PYTHON) -m venv .venv-bench && .venv-bench/bin/pip install -q dvc) || true
 	$(BIN)/python -m bench --dvc .venv-bench/bin/dvc $(BENCH_ARGS)
 
