@@ -148,9 +148,9 @@ a tool that is not installed is skipped. git-theta was not run: it cannot commit
 
 ## Reading these numbers
 
-- This machine is a shared VM: memory the guest has not touched before is slow to fault in, so writing
-  *new* files (every version a tool stores) is much slower than writing a file that is deleted and rewritten
-  (what the `dd` reference does on each repeat). All tools pay this in the same run.
+- This machine is a shared VM and its disk and page cache are noisy: across the runs made while building
+  this, the recycled-file `dd` reference took 0.15 – 0.50 s and a `dd` to a new, kept file 0.41 – 0.82 s.
+  Compare ratios within one run only; every tool here ran in the same run.
 - adaptvc stores each tensor once: the store grows by exactly the changed tensors; git-lfs and DVC store
   every version whole. `gc --aggressive` then compresses the stored tensors losslessly.
 - `diff` computes every module's ΔW = s·B·A numbers exactly, in float64, with r × r Gram matrices; at rank 64
@@ -161,9 +161,9 @@ a tool that is not installed is skipped. git-theta was not run: it cannot commit
 - **commit** (`python -m cProfile -s tottime -m adaptvc commit …` on a fully changed version): about 60 % of
   the time is `write()` of the new object files and 15 % their `fsync`; hashing (xxh3) and reading are under
   5 %. Against a durable copy to a *new* file (the dotted line), a full commit is {fresh_full:.1f}× and a
-  {share:.0%} commit {fresh_half:.2f}× in this run: the gap to the targets is mostly this VM's cost of fresh
-  pages, which the recycled-file `dd` does not pay. Next steps: one pack file per commit instead of one file
-  per tensor, and `copy_file_range` from the source file.
+  {share:.0%} commit {fresh_half:.2f}× in this run. A version is written as one file per tensor (448 here),
+  each renamed into place and fsynced; next steps: one pack file per commit instead of one file per tensor,
+  and `copy_file_range` from the source file.
 - **checkout**: Python start-up (~0.08 s) plus reading, re-hashing every blob and the whole file, and a
   durable write; from a compressed store, zstd decompression and byte regrouping run on one core (a thread
   pool would use both).
