@@ -53,10 +53,13 @@ def _join(codec: int, groups: list[bytes], n: int) -> bytes:
 
     if codec == 1:
         return groups[0]
-    if codec == BF16_CODEC:
-        e = np.frombuffer(groups[0], dtype=np.uint8).astype(np.uint16)
-        sm = np.frombuffer(groups[1], dtype=np.uint8).astype(np.uint16)
-        return (((sm & 0x80) << 8) | (e << 7) | (sm & 0x7F)).astype("<u2").tobytes()
+    if codec == BF16_CODEC:  # exponent << 7 | sign << 15 | mantissa, in place where numpy allows
+        exponent = np.frombuffer(groups[0], dtype=np.uint8)
+        sign_mantissa = np.frombuffer(groups[1], dtype=np.uint8)
+        out = np.left_shift(exponent, 7, dtype=np.uint16)
+        out |= np.left_shift(np.bitwise_and(sign_mantissa, 0x80), 8, dtype=np.uint16)
+        out |= np.bitwise_and(sign_mantissa, 0x7F)
+        return out.astype("<u2", copy=False).tobytes()
     width = {2: "<u2", 4: "<u4", 8: "<u8"}[codec]
     out = np.zeros(n // codec, dtype=width)
     for i, g in enumerate(groups):  # byte i of each little-endian element

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from .atomic import fsync_dir, temp_name
@@ -29,16 +31,15 @@ def _write_temp(store: ObjectStore, entry: FileEntry, target: Path, progress: Pr
         whole = new_hasher()
         size = 0
         with os.fdopen(fd, "wb", buffering=0) as f:
-            for oid in entry.blobs():
-                # the whole-file hash below covers every blob; a mismatch is then traced to its blob
-                for chunk in store.iter_chunks(oid, verify=False):
-                    whole.update(chunk)
-                    # a raw file may write less than asked; loop until the chunk is out
-                    while chunk:
-                        n = f.write(chunk)
-                        chunk = chunk[n:]
-                        size += n
-                        progress.update(n)
+            # the whole-file hash below covers every blob; a mismatch is then traced to its blob
+            for chunk in _blob_chunks(store, entry.blobs()):
+                whole.update(chunk)
+                # a raw file may write less than asked; loop until the chunk is out
+                while chunk:
+                    n = f.write(chunk)
+                    chunk = chunk[n:]
+                    size += n
+                    progress.update(n)
             os.fsync(f.fileno())
         got = whole.hexdigest()
         if got != entry.hash or size != entry.size:
@@ -51,6 +52,30 @@ def _write_temp(store: ObjectStore, entry: FileEntry, target: Path, progress: Pr
             os.unlink(tmp)
         raise
     return tmp
+
+
+#: compressed blobs decompressed ahead of the writer, on the other core
+LOOKAHEAD = 4
+
+
+def _blob_chunks(store: ObjectStore, blobs: list[str]) -> Iterator[memoryview]:
+    """The bytes of ``blobs`` in order. Raw objects are streamed; compressed ones are decompressed a few
+    blobs ahead in a thread pool (zstd releases the GIL), so decompression overlaps hashing and writing."""
+    compressed = {oid for oid in blobs if store.is_compressed(oid)}
+    if not compressed:
+        for oid in blobs:
+            yield from store.iter_chunks(oid, verify=False)
+        return
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending: dict[int, Future[bytes]] = {}
+        for i, oid in enumerate(blobs):
+            for j in range(i, min(i + LOOKAHEAD, len(blobs))):
+                if j not in pending and blobs[j] in compressed:
+                    pending[j] = pool.submit(store.decompressed, blobs[j])
+            if i in pending:
+                yield memoryview(pending.pop(i).result())
+            else:
+                yield from store.iter_chunks(oid, verify=False)
 
 
 def missing_objects(store: ObjectStore, snapshot: Snapshot) -> list[str]:

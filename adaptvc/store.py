@@ -199,6 +199,14 @@ class ObjectStore:
         except FileNotFoundError:
             raise ObjectNotFoundError(oid) from None
 
+    def is_compressed(self, oid: str) -> bool:
+        return not self.path(oid).is_file() and self.zpath(oid).is_file()
+
+    def decompressed(self, oid: str) -> bytes:
+        """The bytes of a compressed object (not re-hashed: for callers that hash them anyway)."""
+        with self._open_file(self.zpath(oid), oid) as f:
+            return decompress(f.read(), oid)
+
     def size(self, oid: str) -> int:
         """The object's size (uncompressed)."""
         try:
