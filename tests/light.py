@@ -1,0 +1,133 @@
+"""Helpers that need no torch: adapters written with numpy, the CLI run in-process or as a real process.
+
+Tests that import only this module (not ``tests.helpers``) run in the fast tier (``make test-fast``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+CLI = [sys.executable, "-m", "adaptvc"]
+PREFIX = "base_model.model.model.layers"
+
+
+def write_adapter(folder: str | os.PathLike[str], seed: int = 0, layers: int = 2, rank: int = 4, dim: int = 32,
+                  dtype: str = "float32", config: dict | None = None) -> Path:
+    """A LoRA adapter in PEFT layout (q_proj and v_proj of ``layers`` layers), values from ``seed``."""
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    data = {}
+    for i in range(layers):
+        for m in ("q_proj", "v_proj"):
+            p = f"{PREFIX}.{i}.self_attn.{m}"
+            data[f"{p}.lora_A.weight"] = rng.standard_normal((rank, dim)).astype(dtype)
+            data[f"{p}.lora_B.weight"] = rng.standard_normal((dim, rank)).astype(dtype)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(data, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    cfg = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": ["q_proj", "v_proj"],
+           "base_model_name_or_path": "org/tiny", "task_type": "CAUSAL_LM"}
+    cfg.update(config or {})
+    (folder / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+    return folder
+
+
+def big_adapter(folder: str | os.PathLike[str], seed: int, mbytes: int) -> Path:
+    """An adapter of about ``mbytes`` MB (float32), for tests that need writes to take a while."""
+    dim = 1024
+    rank = max(1, mbytes * (1 << 20) // (2 * 2 * 4 * 2 * dim))
+    return write_adapter(folder, seed, layers=2, rank=rank, dim=dim)
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def cli(work: str | os.PathLike[str], *args: str, env: dict[str, str] | None = None) -> Result:
+    """Run ``adaptvc -C work ARGS`` in-process (through the same error boundary as the command)."""
+    from click.testing import CliRunner
+
+    from adaptvc.cli.main import cli as group
+
+    res = CliRunner().invoke(group, ["-C", str(work), *args], env=env)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return Result(res.exit_code, res.stdout, res.stderr)
+
+
+def proc(work: str | os.PathLike[str] | None, *args: str | bytes, env: dict[str, str] | None = None,
+         timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """Run ``python -m adaptvc [-C work] ARGS`` as a real process (arguments may be bytes)."""
+    cmd: list[str | bytes] = [*CLI, *(["-C", str(work)] if work is not None else []), *args]
+    return subprocess.run(cmd, env={**ENV, **(env or {})}, capture_output=True, timeout=timeout, **kw)
+
+
+def ok(res: Result | subprocess.CompletedProcess) -> Result | subprocess.CompletedProcess:
+    code = res.exit_code if isinstance(res, Result) else res.returncode
+    assert code == 0, (res.stdout, res.stderr)
+    return res
+
+
+def assert_refused(res: Result | subprocess.CompletedProcess, *needles: str) -> str:
+    """One line on stderr starting with ``Error: ``, exit code 1, no traceback; returns the line."""
+    if isinstance(res, Result):
+        code, err = res.exit_code, res.stderr
+    else:
+        code = res.returncode
+        err = res.stderr.decode("utf-8", "replace") if isinstance(res.stderr, bytes) else res.stderr
+    assert "Traceback" not in err, err
+    assert code == 1, (code, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def digest(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """{relative path: sha256 or 'link -> target' or 'dir'} of everything below ``folder`` (links not followed)."""
+    root = Path(folder)
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                out[rel] = "link -> " + os.readlink(p)
+            elif p.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def put_raw_object(store_root: str | os.PathLike[str], data: bytes) -> str:
+    """Write bytes into a store as a loose object (format 1 layout), bypassing every check."""
+    import xxhash
+
+    oid = xxhash.xxh3_128_hexdigest(data)
+    p = Path(store_root, "objects", oid[:2], oid[2:])
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return oid
+
+
+def canonical(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def nested_json(depth: int) -> str:
+    return "[" * depth + "]" * depth
