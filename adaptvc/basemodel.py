@@ -16,6 +16,7 @@ Folder fingerprints are cached by file path, size and mtime, so a commit does no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -25,17 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import NUMERIC_DTYPES, itemsize, to_float64
 from .errors import AdaptvcError
 from .hashing import hash_bytes
 from .hfcache import resolve_base_folder
-from .objects import Snapshot
+from .objects import BasePin, Snapshot
+from .parsing import parse_json
+from .peft_layout import ADAPTER_PARTS as _ADAPTER_PARTS
+from .peft_layout import PEFT_PREFIX as _PEFT_PREFIX
 from .safetensors_format import read_header
+from .storage.atomic import read_file, write_atomic
+from .tensors.dtypes import NUMERIC_DTYPES, itemsize, to_float64
 
-#: module names in adapter files start with this prefix (PEFT's wrapper), and end where an adapter
-#: parameter's name begins
-_PEFT_PREFIX = "base_model.model."
-_ADAPTER_PARTS = ("lora_", "ia3_", "hada_", "lokr_", "oft_", "boft_", "vera_", "fourierft_", "ln_tuning")
 SAMPLE_HEAD = 256
 SAMPLE_STRIDED = 256
 
@@ -150,12 +151,16 @@ def folder_fingerprint(folder: Path, targets: dict[str, tuple[int, int] | None],
     cache: dict[str, Any] = {}
     if cache_file is not None:
         try:
-            cache = json.loads(cache_file.read_text())
+            raw = read_file(cache_file.parent, cache_file.name, 64 << 20)
+            cache = parse_json(raw) if raw else {}
         except (OSError, ValueError):
             cache = {}
-        if isinstance(cache.get(key), dict):
-            hit = cache[key]
-            return Fingerprint(hit["arch"], hit["layout"], hit["weights"]), list(hit["problems"])
+        if not isinstance(cache, dict):
+            cache = {}
+        hit = cache.get(key)
+        if isinstance(hit, dict) and all(isinstance(hit.get(k), str) for k in ("arch", "layout", "weights")) \
+                and isinstance(hit.get("problems"), list):
+            return Fingerprint(hit["arch"], hit["layout"], hit["weights"]), [str(p) for p in hit["problems"]]
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
@@ -173,9 +178,8 @@ def folder_fingerprint(folder: Path, targets: dict[str, tuple[int, int] | None],
     if cache_file is not None:
         cache[key] = {"arch": fp.arch, "layout": fp.layout, "weights": fp.weights, "problems": problems}
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
+        with contextlib.suppress(OSError):  # a cache: best effort
+            write_atomic(cache_file.parent, cache_file.name, json.dumps(cache).encode(), durable=False)
     return fp, problems
 
 
@@ -221,28 +225,30 @@ def _compare(pinned: str | None, fp: Fingerprint, problems: list[str]) -> list[s
     return problems + (fp.differences(pin) if pin is not None else [])
 
 
-def verify_live_base(repo: Any, version: Any, model: Any, folder: str = "") -> None:
-    targets = target_modules(version.snapshot, folder.rstrip("/"))
+def verify_live_base(snapshot: Snapshot, pin: BasePin, model: Any, folder: str = "") -> None:
+    targets = target_modules(snapshot, folder.rstrip("/"))
     fp, problems = live_fingerprint(model, targets)
-    issues = _compare(version.commit.base.fingerprint, fp, problems)
+    issues = _compare(pin.fingerprint, fp, problems)
     if issues:
         raise BaseMismatchError(issues)
 
 
-def verify_folder_base(repo: Any, version: Any, base: str, folder: str = "") -> Fingerprint:
-    path = resolve_base_folder(base, version.commit.base.revision)
+def verify_folder_base(snapshot: Snapshot, pin: BasePin, base: str, folder: str = "",
+                       cache_file: Path | None = None) -> Fingerprint:
+    path = resolve_base_folder(base, pin.revision)
     if path is None:
         raise AdaptvcError(f"no base model at {base!r}: give a folder with config.json and *.safetensors, or a "
                            "Hub name that is in the local Hugging Face cache")
-    targets = target_modules(version.snapshot, folder.rstrip("/"))
-    fp, problems = folder_fingerprint(path, targets, repo.admin_dir / "cache" / "base-fingerprints.json")
-    issues = _compare(version.commit.base.fingerprint, fp, problems)
+    targets = target_modules(snapshot, folder.rstrip("/"))
+    fp, problems = folder_fingerprint(path, targets, cache_file)
+    issues = _compare(pin.fingerprint, fp, problems)
     if issues:
         raise BaseMismatchError(issues)
     return fp
 
 
-def pin_fingerprint(repo: Any, snapshot: Snapshot, name_or_path: str | None, revision: str | None) -> str | None:
+def pin_fingerprint(snapshot: Snapshot, name_or_path: str | None, revision: str | None,
+                    cache_file: Path | None = None) -> str | None:
     """The fingerprint to record in a commit, when its base is at hand; None otherwise (never an error)."""
     path = resolve_base_folder(name_or_path, revision)
     if path is None:
@@ -250,7 +256,7 @@ def pin_fingerprint(repo: Any, snapshot: Snapshot, name_or_path: str | None, rev
     folders = sorted({f.path.rpartition("/")[0] for f in snapshot.files if f.path.endswith("adapter_config.json")})
     try:
         fp, _ = folder_fingerprint(path, target_modules(snapshot, folders[0] if folders else ""),
-                                   repo.admin_dir / "cache" / "base-fingerprints.json")
+                                   cache_file)
     except (AdaptvcError, OSError, ValueError, struct.error):
         return None
     return fp.encode()

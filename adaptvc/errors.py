@@ -166,10 +166,22 @@ class UncommittedChangesError(AdaptvcError):
 
 
 class WouldOverwriteError(AdaptvcError, FileExistsError):
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], hint: str = "use --force, or choose an empty folder") -> None:
         self.paths = paths
         shown = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
-        super().__init__(f"would overwrite files that differ: {shown}; use --force, or choose an empty folder")
+        super().__init__(f"would overwrite files that differ: {shown}; {hint}")
+
+
+class UntrackedFileError(WouldOverwriteError):
+    """A file adaptvc did not write stands where a version would put one of its files. Never overwritten,
+    not even with --force (as git says: "untracked working tree files would be overwritten")."""
+
+    def __init__(self, paths: list[str], where: str = "") -> None:
+        self.paths = paths
+        shown = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
+        AdaptvcError.__init__(
+            self, f"untracked file would be overwritten: {shown}{where}; adaptvc did not write it and never "
+                  "replaces it: move it away (or commit it), then run the command again")
 
 
 class UnsafePathError(AdaptvcError, ValueError):
@@ -177,6 +189,45 @@ class UnsafePathError(AdaptvcError, ValueError):
         self.path = path
         self.reason = reason
         super().__init__(f"unsafe path {path!r}: {reason}")
+
+
+class SymlinkRefusedError(UnsafePathError):
+    """adaptvc never follows a symbolic link below a folder it reads or writes."""
+
+    def __init__(self, path: str, writing: bool = False) -> None:
+        self.path = path
+        self.reason = "symbolic link"
+        verb = "write through" if writing else "follow"
+        AdaptvcError.__init__(self, f"{path} is a symbolic link: adaptvc does not {verb} links; replace it with "
+                                    "the real file or folder")
+
+
+class InvalidInputError(AdaptvcError, ValueError):
+    """A value given by the caller (argv, the environment, the Python API) that cannot be used."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what} {reason}")
+
+
+class InvalidTextError(InvalidInputError):
+    """Text that is not valid Unicode (a lone surrogate, or bytes that are not UTF-8)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what, "is not valid UTF-8 text")
+
+
+class FolderBusyError(AdaptvcError):
+    def __init__(self, folder: str, pid: int | None) -> None:
+        self.folder = folder
+        self.pid = pid
+        super().__init__(f"another adaptvc process ({pid or 'unknown pid'}) is writing {folder}; wait for it to "
+                         "finish and run the command again")
+
+
+class AdaptvcWarning(UserWarning):
+    """Something the user should know that did not stop the operation (printed as ``warning: …``)."""
 
 
 class FileChangedError(AdaptvcError):

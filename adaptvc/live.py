@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import AdaptvcError, NoAdapterError
-from .snapshot import CONFIG_NAME, WEIGHTS_NAME
+from .peft_layout import ADAPTER_PARTS, CONFIG_NAME, WEIGHTS_NAME
 
 if TYPE_CHECKING:
-    from .repository import Repository
+    from .objects import Commit, Snapshot
+    from .storage.base import ObjectStore
 
 
 class MissingExtraError(AdaptvcError, ImportError):
@@ -59,7 +60,7 @@ def saved_model(model: Any, tmp_root: Path, adapter_name: str | None = None) -> 
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _state_dict_from_store(repo: Repository, snapshot: Any, weights_path: str) -> dict[str, Any]:
+def _state_dict_from_store(store: ObjectStore, snapshot: Snapshot, weights_path: str) -> dict[str, Any]:
     """Tensors of one safetensors file of a snapshot, built from the store's verified blobs."""
     torch, _ = _import_torch_peft()
     dtypes = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -74,15 +75,17 @@ def _state_dict_from_store(repo: Repository, snapshot: Any, weights_path: str) -
         dtype = dtypes.get(t.dtype)
         if dtype is None:
             raise AdaptvcError(f"tensor {t.name}: dtype {t.dtype} cannot be loaded by this torch")
-        data = bytearray(repo.store.read(t.blob))  # re-hashed on read; a writable copy torch can own
+        data = bytearray(store.read(t.blob))  # re-hashed on read; a writable copy torch can own
         tensor = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
         state[t.name] = tensor.reshape(t.shape)
     return state
 
 
-def load_into(repo: Repository, model: Any, rev: str = "HEAD", *, adapter_name: str = "default",
-              is_trainable: bool = False, subfolder: str | None = None, force: bool = False) -> Any:
-    """A PeftModel with version ``rev`` of the adapter, built from the store (no folder is written).
+def load_into(store: ObjectStore, commit: Commit, snapshot: Snapshot, config_dict: dict[str, Any], model: Any, *,
+              adapter_name: str = "default", is_trainable: bool = False, subfolder: str | None = None,
+              force: bool = False) -> Any:
+    """A PeftModel with this version of the adapter (``config_dict`` is its adapter config), built from the
+    store (no folder is written).
 
     ``model`` is a base model (a new PeftModel is returned) or a PeftModel (the version is added to it as
     ``adapter_name``). Unless ``force``, the base is checked against the version's base-model pin first."""
@@ -90,16 +93,15 @@ def load_into(repo: Repository, model: Any, rev: str = "HEAD", *, adapter_name: 
     from peft import PeftConfig, PeftModel
     from peft.utils import set_peft_model_state_dict
 
-    version = repo.show(rev)
     prefix = f"{subfolder.strip('/')}/" if subfolder else ""
-    config_dict = dict(repo.config_at(version.snapshot, prefix + CONFIG_NAME))
+    config_dict = dict(config_dict)
     if not config_dict:
-        raise NoAdapterError(f"version {version.commit.id[:12]}", f"no {prefix + CONFIG_NAME}")
+        raise NoAdapterError(f"version {commit.id[:12]}", f"no {prefix + CONFIG_NAME}")
     if not force:
         from .basemodel import verify_live_base
 
         base = model.get_base_model() if isinstance(model, PeftModel) else model
-        verify_live_base(repo, version, base, prefix)
+        verify_live_base(snapshot, commit.base, base, prefix)
     config_dict.pop("runtime_config", None)
     config = PeftConfig.from_peft_type(**PeftConfig.check_kwargs(**config_dict))
     config.inference_mode = not is_trainable
@@ -116,10 +118,10 @@ def load_into(repo: Repository, model: Any, rev: str = "HEAD", *, adapter_name: 
 
         cls = MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(config.task_type, PeftModel)
         peft_model = cls(model, config, adapter_name)
-    state = _state_dict_from_store(repo, version.snapshot, prefix + WEIGHTS_NAME)
+    state = _state_dict_from_store(store, snapshot, prefix + WEIGHTS_NAME)
     result = set_peft_model_state_dict(peft_model, state, adapter_name=adapter_name)
     missing = [k for k in result.missing_keys if adapter_name in k and any(
-        p in k for p in ("lora_", "ia3_", "hada_", "lokr_", "oft_", "boft_", "vera_", "magnitude"))]
+        p in k for p in (*ADAPTER_PARTS, "magnitude"))]
     if missing:
         raise AdaptvcError(f"{len(missing)} adapter weights did not load (e.g. {missing[0]}); is this the right base?")
     if is_trainable:
@@ -128,10 +130,3 @@ def load_into(repo: Repository, model: Any, rev: str = "HEAD", *, adapter_name: 
     else:
         peft_model.eval()
     return peft_model
-
-
-def load(model: Any, repository: str | Path = ".", rev: str = "HEAD", **kwargs: Any) -> Any:
-    """``adaptvc.load(base_model, "path/to/repo", rev="v3")``: see :meth:`Repository.load`."""
-    from .repository import Repository
-
-    return Repository(repository).load(model, rev, **kwargs)

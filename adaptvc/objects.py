@@ -8,7 +8,8 @@ Three kinds of object live in the store, each under the xxh3-128 of its bytes:
 * a :class:`Commit` points at a snapshot and its parents, and pins the base model.
 
 Snapshots and commits are canonical JSON (sorted keys, no spaces, UTF-8), so equal content gives equal ids.
-``docs/format.md`` is the specification; ``tests/test_objects.py`` pins the exact bytes.
+``docs/format.md`` is the specification; ``tests/test_objects.py`` pins the exact bytes. Each type also has
+``to_json()``: the shape ``--json`` prints and any other client (a web UI, a script) reads.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 
 from .errors import CorruptObjectError
 from .hashing import hash_bytes, is_object_id
-from .paths import check_relative_path
+from .parsing import JsonError, parse_json
+from .peft_layout import check_snapshot_path
 
 FORMAT_VERSION = 1
 
@@ -136,6 +138,9 @@ class FileEntry:
     hash: str
     layout: SafetensorsLayout | None = None
 
+    def __post_init__(self) -> None:
+        check_snapshot_path(self.path)  # the one rule, whatever the snapshot's source
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"path": self.path, "size": self.size, "hash": self.hash}
         if self.layout is not None:
@@ -146,7 +151,6 @@ class FileEntry:
     def from_dict(cls, data: Any, what: str = "file") -> FileEntry:
         r = _Reader(data, what)
         path = r.get("path", str)
-        check_relative_path(path)
         layout_data = r.get("safetensors", dict, optional=True)
         layout = SafetensorsLayout.from_dict(layout_data, what) if layout_data is not None else None
         size = r.get("size", int)
@@ -195,6 +199,14 @@ class Snapshot:
             if f.path == path:
                 return f
         return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The files and tensors as ``show --json`` prints them."""
+        return {
+            "files": [{"path": f.path, "size": f.size, "hash": f.hash} for f in self.files],
+            "tensors": [{"name": name, "dtype": t.dtype, "shape": list(t.shape), "hash": t.blob, "size": t.size}
+                        for name, t in self.tensors()],
+        }
 
     def without(self, drop: Callable[[str], bool]) -> Snapshot:
         """The same version without the files whose path ``drop`` selects (e.g. training state)."""
@@ -299,12 +311,28 @@ class Commit:
     def summary(self) -> str:
         return self.message.splitlines()[0] if self.message else ""
 
+    def to_json(self) -> dict[str, Any]:
+        """One commit as the ``log --json`` item: the documented keys, stable for scripts."""
+        return {
+            "id": self.id,
+            "parents": list(self.parents),
+            "message": self.message,
+            "author": self.author,
+            "timestamp": self.timestamp,
+            "base": {"name_or_path": self.base.name_or_path, "revision": self.base.revision,
+                     "fingerprint": self.base.fingerprint},
+            "snapshot": self.snapshot,
+            "metadata": self.metadata,
+            "provenance": self.provenance,
+        }
+
 
 def decode_json_object(data: bytes, oid: str) -> dict[str, Any]:
+    """A stored or received JSON object (a commit, a snapshot), bounded in depth; CorruptObjectError if not."""
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CorruptObjectError(oid, f"not JSON ({e})") from None
+        obj = parse_json(data)
+    except JsonError as e:
+        raise CorruptObjectError(oid, str(e)) from None
     if not isinstance(obj, dict):
         raise CorruptObjectError(oid, "not a JSON object")
     return obj

@@ -1,5 +1,8 @@
 """The Python API: one :class:`Repository` per work tree, with its store in ``.adaptvc/`` beside it.
 
+A thin facade: the repository opens the storage (objects, refs, the work tree) and hands it to the operations
+in ``adaptvc.ops``, ``adaptvc.sync`` and ``adaptvc.tensors``, which never see the repository itself.
+
 >>> repo = Repository.init("run1")                 # doctest: +SKIP
 >>> model.save_pretrained("run1")                  # doctest: +SKIP
 >>> c = repo.commit("epoch 1")                     # doctest: +SKIP
@@ -9,59 +12,60 @@
 
 from __future__ import annotations
 
-import contextlib
-import getpass
-import heapq
 import json
 import os
+import secrets
 import shutil
-import socket
-import subprocess
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import sync
-from .atomic import write_atomic
 from .errors import (
     AdaptvcError,
-    NoAdapterError,
     NotARepositoryError,
     NothingToCommitError,
     RefExistsError,
     RefNotFoundError,
     RepositoryExistsError,
-    UncommittedChangesError,
     UnsupportedFormatError,
     WouldOverwriteError,
 )
-from .gc import DEFAULT_GRACE_SECONDS
-from .hashing import HASH_NAME, hash_stream
+from .hashing import HASH_NAME
 from .hfcache import resolve_base_folder
-from .index import StatCache
-from .integrations.gitcode import code_provenance
 from .live import is_live_model, load_into, saved_model
-from .materialise import materialise
 from .objects import FORMAT_VERSION, BasePin, Commit, Snapshot
-from .paths import join_inside
+from .ops import graph
+from .ops.capture import build_snapshot, capture_bytes, find_adapter_files, read_config
+from .ops.gc import DEFAULT_GRACE_SECONDS
+from .ops.materialise import checkout_into
+from .ops.record import Target, check_inputs, head_target, record
+from .ops.revisions import resolve_revision
+from .ops.status import Status
+from .ops.worktree import WorkTree
+from .parsing import JsonError, parse_json
+from .peft_layout import CONFIG_NAME, is_config_path, is_training_state
 from .progress import SILENT, Progress
-from .refs import HEADS, REMOTES, TAGS, Refs, check_ref_name
+from .provenance.code import code_provenance, default_author
+from .refnames import HEADS, REMOTES, TAGS, check_ref_name
 from .remotes import open_remote
-from .revisions import resolve_revision
-from .snapshot import CONFIG_NAME, build_snapshot, find_adapter_files, is_training_state, read_config
-from .status import Status, compare_snapshots, config_changes
-from .store import MAX_METADATA_OBJECT, ObjectStore
+from .remotes.registry import default_clone_folder
+from .storage.atomic import read_file, write_atomic
+from .storage.base import MAX_METADATA_OBJECT
+from .storage.disk_objects import DiskObjectStore
+from .storage.disk_refs import DiskRefs
 from .sync import SyncResult
 
 if TYPE_CHECKING:  # the modules behind diff, fsck and base checks load numpy: import them only when used
-    from .diff import Diff
-    from .fsck import FsckReport
-    from .gc import GcReport
-    from .version_view import VersionView
+    from .ops.fsck import FsckReport
+    from .ops.gc import GcReport
+    from .tensors.diff import Diff
+    from .tensors.reader import TensorReader
 
 ADMIN_DIR = ".adaptvc"
 DEFAULT_BRANCH = "main"
+STORE_LAYOUT = ("objects", "tmp", "refs/heads", "refs/tags", "logs")
 
 
 @dataclass(frozen=True)
@@ -71,26 +75,16 @@ class Version:
     commit: Commit
     snapshot: Snapshot
 
+    def to_json(self) -> dict[str, Any]:
+        return {**self.commit.to_json(), **self.snapshot.to_json()}
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
+def _safetensors_bytes(tensors: Mapping[str, Any]) -> bytes:
+    """numpy arrays as the bytes of a safetensors file (PEFT's metadata), without torch."""
+    import numpy as np
+    from safetensors.numpy import save
 
-def _default_author() -> str:
-    env = os.environ.get("ADAPTVC_AUTHOR")
-    if env:
-        return env
-    if shutil.which("git"):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            def git(key: str) -> str:
-                return subprocess.run(["git", "config", "--get", key], capture_output=True, text=True,
-                                      timeout=5).stdout.strip()
-            name, email = git("user.name"), git("user.email")
-            if name:
-                return f"{name} <{email}>" if email else name
-    with contextlib.suppress(Exception):
-        return f"{getpass.getuser()}@{socket.gethostname()}"
-    return "unknown"
+    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={"format": "pt"})
 
 
 class Repository:
@@ -110,16 +104,19 @@ class Repository:
         self.work_tree = here
         self.admin_dir = here / ADMIN_DIR
         try:
-            self.config: dict[str, Any] = json.loads((self.admin_dir / "config.json").read_text("utf-8"))
-        except (OSError, ValueError) as e:
+            raw = read_file(self.admin_dir, "config.json", 1 << 20)
+            self.config: dict[str, Any] = parse_json(raw or b"")
+        except (OSError, ValueError, JsonError) as e:
             raise UnsupportedFormatError(f"{self.admin_dir / 'config.json'} is unreadable: {e}") from None
         if not isinstance(self.config, dict) or self.config.get("format") != FORMAT_VERSION:
+            found = self.config.get("format") if isinstance(self.config, dict) else None
             raise UnsupportedFormatError(
-                f"{self.admin_dir} uses repository format {self.config.get('format')!r}; this adaptvc reads "
-                f"format {FORMAT_VERSION}: upgrade adaptvc"
+                f"{self.admin_dir} uses repository format {found!r}; this adaptvc reads format {FORMAT_VERSION}: "
+                "upgrade adaptvc"
             )
-        self.store = ObjectStore(self.admin_dir)
-        self.refs = Refs(self.admin_dir)
+        self.store = DiskObjectStore(self.admin_dir)
+        self.refs = DiskRefs(self.admin_dir)
+        self.worktree = WorkTree(self.work_tree, self.admin_dir, self.store)
 
     # -- creating -------------------------------------------------------------------------------------------
     @classmethod
@@ -131,25 +128,27 @@ class Repository:
         adapter's config says)."""
         root = Path(path)
         admin = root / ADMIN_DIR
-        if admin.exists():
+        if admin.exists() or admin.is_symlink():
             raise RepositoryExistsError(str(admin.resolve()))
         check_ref_name(branch, "branch name")
         root.mkdir(parents=True, exist_ok=True)
         # build in a temporary folder, then rename: a half-initialised repository never exists
-        tmp = root / f"{ADMIN_DIR}.init-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        for sub in ("objects", "tmp", "refs/heads", "refs/tags", "logs"):
-            (tmp / sub).mkdir(parents=True)
-        config: dict[str, Any] = {"format": FORMAT_VERSION, "hash": HASH_NAME, "remotes": {}}
-        if base or base_revision:
-            config["base"] = {"name_or_path": base, "revision": base_revision}
-        write_atomic(tmp / "config.json", json.dumps(config, indent=2, sort_keys=True).encode() + b"\n")
-        Refs(tmp).init_head(HEADS + branch)
+        tmp = root / f"{ADMIN_DIR}.init-{os.getpid()}-{secrets.token_hex(4)}"
         try:
+            tmp.mkdir()
+            for sub in STORE_LAYOUT:
+                (tmp / sub).mkdir(parents=True)
+            config: dict[str, Any] = {"format": FORMAT_VERSION, "hash": HASH_NAME, "remotes": {}}
+            if base or base_revision:
+                config["base"] = {"name_or_path": base, "revision": base_revision}
+            write_atomic(tmp, "config.json", json.dumps(config, indent=2, sort_keys=True).encode() + b"\n")
+            DiskRefs(tmp).init_head(HEADS + branch)
             os.rename(tmp, admin)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise RepositoryExistsError(str(admin.resolve())) from None
+            if admin.exists():
+                raise RepositoryExistsError(str(admin.resolve())) from None
+            raise
         return cls(root, discover=False)
 
     # -- refs and revisions ---------------------------------------------------------------------------------
@@ -195,16 +194,19 @@ class Repository:
         return out
 
     # -- committing -----------------------------------------------------------------------------------------
-    def _base_pin(self, source: Path, snapshot: Snapshot, base: str | None,
+    @property
+    def fingerprint_cache(self) -> Path:
+        return self.admin_dir / "cache" / "base-fingerprints.json"
+
+    def _base_pin(self, source: Path | None, snapshot: Snapshot, base: str | None,
                   base_revision: str | None) -> BasePin:
         """The base-model pin of a new commit: ``--base``/``--base-revision`` of the commit, else of the
         repository (``init --base``), else the adapter config's ``base_model_name_or_path``/``revision``.
         A local path in the config is kept beside a portable name, and fingerprints the base when it is at
         hand."""
-        config_path = next((f.path for f in snapshot.files if f.path.rpartition("/")[2] == CONFIG_NAME),
-                           CONFIG_NAME)
-        cfg = read_config(source, config_path)
-        default = self.config.get("base") or {}
+        config_path = next((f.path for f in snapshot.files if is_config_path(f.path)), CONFIG_NAME)
+        cfg = read_config(source, config_path) if source is not None else self.config_at(snapshot, config_path)
+        default = self.config.get("base") if isinstance(self.config.get("base"), dict) else {}
         cfg_name = cfg.get("base_model_name_or_path") if isinstance(cfg.get("base_model_name_or_path"), str) else None
         cfg_rev = cfg.get("revision") if isinstance(cfg.get("revision"), str) else None
         name = base or default.get("name_or_path") or cfg_name or None
@@ -215,7 +217,7 @@ class Repository:
         if resolve_base_folder(local or name, revision) is not None:  # the base is at hand: fingerprint it
             from .basemodel import pin_fingerprint
 
-            fingerprint = pin_fingerprint(self, snapshot, local or name, revision)
+            fingerprint = pin_fingerprint(snapshot, local or name, revision, self.fingerprint_cache)
         return BasePin(name if isinstance(name, str) else None, revision if isinstance(revision, str) else None,
                        fingerprint, local)
 
@@ -228,9 +230,9 @@ class Repository:
         version = self.show(rev)
         folder = (subfolder or "").strip("/")
         if isinstance(base, (str, os.PathLike)):
-            verify_folder_base(self, version, str(base), folder)
+            verify_folder_base(version.snapshot, version.commit.base, str(base), folder, self.fingerprint_cache)
         else:
-            verify_live_base(self, version, base, folder)
+            verify_live_base(version.snapshot, version.commit.base, base, folder)
         n = len(target_modules(version.snapshot, folder))
         pinned = "fingerprint matches" if version.commit.base.fingerprint else "no fingerprint was pinned"
         return f"{n} adapter modules found in the base with the right shapes; {pinned}"
@@ -255,45 +257,80 @@ class Repository:
         ``adapter_model.bin`` (pickle) is refused unless ``allow_pickle``; then it is loaded with
         ``torch.load(weights_only=True)`` and stored as safetensors."""
         if source is not None and is_live_model(source):
-            with saved_model(source, self.store.tmp_dir, adapter_name) as folder:
+            with saved_model(source, self.admin_dir / "tmp", adapter_name) as folder:
                 return self.commit(message, folder, base=base, base_revision=base_revision, metadata=metadata,
                                    author=author, allow_empty=allow_empty, progress=progress,
                                    with_training_state=with_training_state)
         src = Path(source) if source is not None else self.work_tree
-        head_ref = self.refs.head_target()
-        parent = self.refs.head_commit()
-        files = find_adapter_files(src, allow_pickle=allow_pickle, with_training_state=with_training_state)
-        snapshot = build_snapshot(files, self.store, progress, self._stat_cache(src))
-        if parent and not allow_empty and self.store.read_commit(parent).snapshot == snapshot.id:
-            raise NothingToCommitError(parent)
-        self.store.put_snapshot(snapshot)
-        commit = Commit(
-            snapshot=snapshot.id,
-            parents=(parent,) if parent else (),
-            message=message,
-            author=author or _default_author(),
-            timestamp=_now(),
-            base=self._base_pin(src, snapshot, base, base_revision),
-            provenance=code_provenance(src),
-            metadata=dict(metadata or {}),
-        )
-        self.store.flush()
-        self.store.put_commit(commit)
-        self.store.flush()
-        reflog = f"commit{'' if parent else ' (initial)'}: {commit.summary}"
-        if head_ref is not None:
-            self.refs.set_if_equals(head_ref, parent, commit.id, reflog)
+        author = author if author is not None else default_author(src)
+        check_inputs(message, author, metadata)
+        target = head_target(self.refs)
+        parent = target.expected
+        try:
+            files = find_adapter_files(src, allow_pickle=allow_pickle, with_training_state=with_training_state)
+            snapshot = build_snapshot(files, self.store, progress, self.worktree.stat_cache(src))
+            if parent and not allow_empty and self.store.read_commit(parent).snapshot == snapshot.id:
+                raise NothingToCommitError(parent)
+            pin = self._base_pin(src, snapshot, base, base_revision)
+        except BaseException:
+            self.store.end_session()
+            raise
+        return record(self.store, self.refs, snapshot, parents=(parent,) if parent else (), message=message,
+                      author=author, target=target, base=pin, provenance=code_provenance(src),
+                      metadata=metadata)
+
+    def record(self, message: str, files: Mapping[str, bytes | Mapping[str, Any]] | None = None, *,
+               snapshot: Snapshot | None = None, parents: Sequence[str] | None = None, branch: str | None = None,
+               base: BasePin | None = None, metadata: dict[str, Any] | None = None, author: str | None = None,
+               progress: Progress = SILENT) -> Commit:
+        """Record a version built in memory, with any number of parents (what a merge does).
+
+        ``files`` maps snapshot paths to bytes, or to ``{tensor name: numpy array}`` for a safetensors file
+        (written as PEFT writes it); or pass a ``snapshot`` whose blobs are already stored. ``parents`` are
+        revisions (default: HEAD). The commit goes on ``branch`` (default: the current branch, or a detached
+        HEAD), which must still be where it was when the parents were chosen (compare-and-swap).
+
+        >>> repo.record("merged", {"adapter_config.json": cfg_bytes,            # doctest: +SKIP
+        ...                        "adapter_model.safetensors": {"...lora_A.weight": a, ...}},
+        ...             parents=["main", "chat"])
+        """
+        if (files is None) == (snapshot is None):
+            raise AdaptvcError("give either files or a snapshot to record")
+        author = author if author is not None else default_author(self.work_tree)
+        check_inputs(message, author, metadata)
+        if branch is not None:
+            check_ref_name(branch, "branch name")
+            target = Target(HEADS + branch, self.refs.read(HEADS + branch))
         else:
-            self.refs.set_head(commit.id, reflog, expected=parent)
-        return commit
+            target = head_target(self.refs)
+        if parents is None:
+            chosen = [target.expected] if target.expected else []
+        else:
+            chosen = [self.resolve(p) for p in parents]
+        try:
+            if files is not None:
+                raw = {path: data if isinstance(data, (bytes, bytearray)) else _safetensors_bytes(data)
+                       for path, data in files.items()}
+                snapshot = capture_bytes(raw, self.store, progress)
+            assert snapshot is not None
+            if base is None and chosen:
+                base = self.store.read_commit(chosen[0]).base
+        except BaseException:
+            self.store.end_session()
+            raise
+        return record(self.store, self.refs, snapshot, parents=chosen, message=message, author=author,
+                      target=target, base=base, metadata=metadata)
 
     def load(self, model: Any, rev: str = "HEAD", *, adapter_name: str = "default", is_trainable: bool = False,
              subfolder: str | None = None, force: bool = False) -> Any:
         """Version ``rev`` as a ``PeftModel`` on ``model`` (a base model, or a PeftModel to add it to as
         ``adapter_name``), built straight from the store. Refuses a base that does not match the version's
         base-model pin unless ``force``. Needs the torch extra."""
-        return load_into(self, model, rev, adapter_name=adapter_name, is_trainable=is_trainable,
-                         subfolder=subfolder, force=force)
+        version = self.show(rev)
+        prefix = f"{subfolder.strip('/')}/" if subfolder else ""
+        config = self.config_at(version.snapshot, prefix + CONFIG_NAME)
+        return load_into(self.store, version.commit, version.snapshot, config, model, adapter_name=adapter_name,
+                         is_trainable=is_trainable, subfolder=subfolder, force=force)
 
     # -- history --------------------------------------------------------------------------------------------
     def log(self, rev: str | None = None, max_count: int | None = None) -> list[Commit]:
@@ -305,94 +342,65 @@ class Repository:
             start = head
         else:
             start = self.resolve(rev)
-        out: list[Commit] = []
-        seen = {start}
-        first = self.store.read_commit(start)
-        # newest first (by commit time, as git log does), each commit once
-        queue: list[tuple[float, int, Commit]] = [(0.0, 0, first)]
-        counter = 1
-        while queue and (max_count is None or len(out) < max_count):
-            _, _, commit = heapq.heappop(queue)
-            out.append(commit)
-            for p in commit.parents:
-                if p not in seen:
-                    seen.add(p)
-                    parent = self.store.read_commit(p)
-                    heapq.heappush(queue, (-_epoch(parent.timestamp), counter, parent))
-                    counter += 1
-        return out
+        return list(graph.walk(self.store, [start], max_count))
 
     # -- comparing ------------------------------------------------------------------------------------------
     def worktree_snapshot(self, source: str | os.PathLike[str] | None = None) -> Snapshot:
         """A snapshot of ``source`` (default: the work tree), hashed but not stored; empty without an adapter."""
-        folder = Path(source) if source is not None else self.work_tree
-        try:
-            files = find_adapter_files(folder)
-        except NoAdapterError:
-            return Snapshot(())
-        return build_snapshot(files, None, cache=self._stat_cache(folder))
-
-    def _stat_cache(self, folder: Path) -> StatCache | None:
-        """The work tree's stat cache (other folders have none)."""
-        if folder.resolve() != self.work_tree:
-            return None
-        return StatCache(self.admin_dir / "index.json", self.work_tree)
+        return self.worktree.snapshot(Path(source) if source is not None else None)
 
     def status(self, source: str | os.PathLike[str] | None = None) -> Status:
         """How the work tree (or ``source``) differs from HEAD, by tensor, config key and file."""
         head = self.head()
-        old = self.store.read_snapshot(self.store.read_commit(head).snapshot).without(is_training_state) \
-            if head else None
-        folder = Path(source) if source is not None else self.work_tree
-        new = self.worktree_snapshot(folder)
-        st = compare_snapshots(old, new, head)
-        keys: list[str] = []
-        for path in st.files_modified + st.files_added + st.files_removed:
-            prefix, _, name = path.rpartition("/")
-            if name != CONFIG_NAME:
-                continue
-            before = self.config_at(old, path) if old else {}
-            after = read_config(folder, path) if new.file(path) else {}
-            keys += [f"{prefix}/{k}" if prefix else k for k in config_changes(before, after)]
-        return replace(st, config_keys=sorted(keys))
+        old = self.store.read_snapshot(self.store.read_commit(head).snapshot) if head else None
+        return self.worktree.status(head, old, Path(source) if source is not None else None,
+                                    config_of=self.config_at)
 
     def config_at(self, snapshot: Snapshot, path: str = CONFIG_NAME) -> dict[str, Any]:
         """The adapter config stored at ``path`` in ``snapshot`` ({} when absent)."""
         entry = snapshot.file(path)
         if entry is None:
             return {}
-        data = json.loads(self.store.read(entry.hash, MAX_METADATA_OBJECT))
+        try:
+            data = parse_json(self.store.read(entry.hash, MAX_METADATA_OBJECT))
+        except JsonError:
+            return {}
         return data if isinstance(data, dict) else {}
 
-    def version_view(self, rev: str | None) -> VersionView:
-        """A readable view of version ``rev``, or of the work tree when ``rev`` is None."""
-        from .version_view import WORKTREE, VersionView, folder_configs
+    def tensor_reader(self, rev: str | None) -> TensorReader:
+        """The tensors of version ``rev``, or of the work tree when ``rev`` is None."""
+        from .tensors.reader import WORKTREE, TensorReader, folder_configs
 
         if rev is None:
             snap = self.worktree_snapshot()
             configs = folder_configs(snap, lambda p: read_config(self.work_tree, p))
-            return VersionView(WORKTREE, snap, self.store, self.work_tree, configs)
+            return TensorReader(WORKTREE, snap, self.store, self.work_tree, configs)
         commit = self.read_commit(rev)
         snap = self.store.read_snapshot(commit.snapshot)
-        return VersionView(commit.id, snap, self.store, None, folder_configs(snap, lambda p: self.config_at(snap, p)))
+        return TensorReader(commit.id, snap, self.store, None, folder_configs(snap, lambda p: self.config_at(snap, p)))
 
     def diff(self, a: str | None = "HEAD", b: str | None = None, *, tensors: str | None = None) -> Diff:
         """Compare version ``a`` with version ``b`` (None: the work tree), per tensor, per LoRA module and in
         the config. ``tensors`` is a glob limiting the tensor names (matched anywhere in the name)."""
-        from .diff import diff_versions
+        from .tensors.diff import diff_versions
 
-        return diff_versions(self.version_view(a), self.version_view(b), tensors)
+        return diff_versions(self.tensor_reader(a), self.tensor_reader(b), tensors)
 
     # -- checking out ---------------------------------------------------------------------------------------
+    def _head_snapshot(self) -> Snapshot | None:
+        head = self.head()
+        return self.store.read_snapshot(self.store.read_commit(head).snapshot) if head else None
+
     def checkout(self, rev: str, out_dir: str | os.PathLike[str] | None = None, *, force: bool = False,
                  with_training_state: bool = False, progress: Progress = SILENT) -> Commit:
         """Write version ``rev`` in standard PEFT layout.
 
-        With ``out_dir``, into that folder (refusing to overwrite files that differ unless ``force``);
-        HEAD does not move. Without it, into the work tree: uncommitted changes are refused unless
-        ``force``, and HEAD moves to ``rev`` (onto the branch when ``rev`` names one, else detached).
-        Training state kept with the version is written only with ``with_training_state`` (then
-        ``trainer.train(resume_from_checkpoint=out_dir)`` resumes from it)."""
+        With ``out_dir``, into that folder: files a previous checkout wrote there are replaced (changed ones
+        only with ``force``) and the previous version's files this one lacks are removed; a file adaptvc did
+        not write is never replaced. HEAD does not move. Without it, into the work tree: uncommitted changes
+        are refused unless ``force``, untracked files are never overwritten, and HEAD moves to ``rev`` (onto
+        the branch when ``rev`` names one, else detached). Training state kept with the version is written
+        only with ``with_training_state`` (then ``trainer.train(resume_from_checkpoint=out_dir)`` resumes)."""
         oid = self.resolve(rev)
         commit = self.store.read_commit(oid)
         snapshot = self.store.read_snapshot(commit.snapshot)
@@ -400,15 +408,13 @@ class Repository:
             snapshot = snapshot.without(is_training_state)
         if out_dir is not None:
             out = Path(out_dir)
-            if (out.resolve() / ADMIN_DIR).resolve() == self.admin_dir or self.admin_dir in out.resolve().parents:
-                raise WouldOverwriteError([str(out)])
-            if not force:
-                conflicts = _conflicting_files(out, snapshot)
-                if conflicts:
-                    raise WouldOverwriteError(conflicts)
-            materialise(self.store, snapshot, out, progress)
+            resolved = out.resolve()
+            if resolved == self.admin_dir or self.admin_dir in resolved.parents:
+                raise WouldOverwriteError([str(out)], f"that is inside the store ({ADMIN_DIR}); choose another "
+                                                      "folder")
+            checkout_into(self.store, snapshot, out, commit.id, force, progress, self.admin_dir / "checkouts")
             return commit
-        self._update_work_tree(snapshot, force, progress)
+        self.worktree.update(self._head_snapshot(), snapshot, force, self.head(), progress, self.config_at)
         if rev not in ("HEAD", "@"):
             branch = self._branch_named(rev)
             self.refs.set_head(HEADS + branch if branch else oid, f"checkout: moving to {rev}")
@@ -429,23 +435,6 @@ class Repository:
             return None
         return name
 
-    def _update_work_tree(self, snapshot: Snapshot, force: bool, progress: Progress) -> None:
-        head = self.head()
-        if not force:
-            st = self.status()
-            if not st.clean:
-                raise UncommittedChangesError(st.changed_paths)
-        current = self.store.read_snapshot(self.store.read_commit(head).snapshot) if head else None
-        keep = {f.path for f in snapshot.files}
-        remove = [f.path for f in current.files if f.path not in keep and not is_training_state(f.path)] \
-            if current else []
-        materialise(self.store, snapshot, self.work_tree, progress, remove=remove)
-        cache = StatCache(self.admin_dir / "index.json", self.work_tree)
-        for f in snapshot.files:  # what was just written is known: the next status need not read it
-            with contextlib.suppress(OSError):
-                cache.record(f.path, os.stat(join_inside(self.work_tree, f.path)), f)
-        cache.save()
-
     def switch(self, branch: str, *, create: bool = False, force: bool = False,
                progress: Progress = SILENT) -> None:
         """Make ``branch`` the current branch, updating the work tree to its version. With ``create``,
@@ -459,17 +448,21 @@ class Repository:
         if oid is None:
             raise RefNotFoundError(f"branch {branch!r}; create it with 'adaptvc switch -c {branch}'")
         if oid != self.head():
-            self._update_work_tree(self.show(oid).snapshot.without(is_training_state), force, progress)
+            self.worktree.update(self._head_snapshot(), self.show(oid).snapshot, force, self.head(), progress,
+                                 self.config_at)
         self.refs.set_head(HEADS + branch, f"switch: moving to {branch}")
 
     # -- remotes --------------------------------------------------------------------------------------------
     def remotes(self) -> dict[str, str]:
         """``{name: url}`` of the configured remotes."""
         remotes = self.config.get("remotes") or {}
-        return {k: v["url"] for k, v in sorted(remotes.items()) if isinstance(v, dict) and "url" in v}
+        if not isinstance(remotes, dict):
+            return {}
+        return {k: v["url"] for k, v in sorted(remotes.items())
+                if isinstance(v, dict) and isinstance(v.get("url"), str)}
 
     def _write_config(self) -> None:
-        write_atomic(self.admin_dir / "config.json", json.dumps(self.config, indent=2, sort_keys=True).encode() + b"\n")
+        write_atomic(self.admin_dir, "config.json", json.dumps(self.config, indent=2, sort_keys=True).encode() + b"\n")
 
     def add_remote(self, name: str, url: str) -> None:
         check_ref_name(name, "remote name")
@@ -478,7 +471,9 @@ class Repository:
         if name in self.remotes():
             raise RefExistsError(f"remote {name!r}", f" ({self.remotes()[name]}); remove it first")
         open_remote(url, name)  # refuses URLs no remote type understands
-        self.config.setdefault("remotes", {})[name] = {"url": url}
+        if not isinstance(self.config.get("remotes"), dict):
+            self.config["remotes"] = {}
+        self.config["remotes"][name] = {"url": url}
         self._write_config()
 
     def remove_remote(self, name: str) -> None:
@@ -489,32 +484,102 @@ class Repository:
         for branch in self.refs.list(f"{REMOTES}{name}/"):
             ref = f"{REMOTES}{name}/{branch}"
             self.refs.set_if_equals(ref, self.refs.read(ref), None, f"remote remove {name}")
+        for ref in self.refs.reflog_refs():
+            if ref.startswith(f"{REMOTES}{name}/"):
+                self.refs.delete_reflog(ref)
+
+    def _choose(self, remote: str | None) -> sync.RemoteChoice:
+        return sync.choose_remote(self.remotes(), remote, self.store)
 
     def push(self, remote: str | None = None, branches: list[str] | None = None, *, tags: bool = False,
              private: bool = False, progress: Progress = SILENT) -> SyncResult:
         """Send the current branch (or ``branches``), and with ``tags`` every tag, to ``remote``; only a
         fast-forward is accepted (else "run adaptvc pull")."""
-        return sync.push(self, remote, branches, tags, private, progress)
+        if branches is None:
+            current = self.current_branch()
+            if current is None:
+                raise AdaptvcError("HEAD is detached: name the branch to push (adaptvc push origin BRANCH)")
+            branches = [current]
+        for b in branches:
+            check_ref_name(b, "branch name")
+        return sync.push(self.store, self.refs, self._choose(remote), branches, tags, private, progress)
 
     def fetch(self, remote: str | None = None, progress: Progress = SILENT) -> SyncResult:
         """Bring what the local store lacks from ``remote``; update ``refs/remotes/<remote>/…`` and new tags."""
-        return sync.fetch(self, remote, progress)
+        return sync.fetch(self.store, self.refs, self._choose(remote), progress)
 
     def pull(self, remote: str | None = None, *, force: bool = False, progress: Progress = SILENT) -> SyncResult:
         """Fetch, then fast-forward the current branch and the work tree; a diverged branch is refused."""
-        return sync.pull(self, remote, force, progress)
+        choice = self._choose(remote)
+        result = sync.fetch(self.store, self.refs, choice, progress)
+        branch = self.current_branch()
+        if branch is None:
+            raise AdaptvcError("HEAD is detached: switch to a branch before pulling")
+        theirs = self.refs.read(f"{REMOTES}{choice.name}/{branch}") if choice.name else \
+            result.remote_refs.get(HEADS + branch)
+        if theirs is None:
+            result.message = f"{choice.label} has no branch {branch!r}; fetched only"
+            return result
+        ours = self.head()
+        if not sync.fast_forward_target(self.store, ours, theirs, branch, choice.label):
+            result.message = "already up to date"
+            return result
+        self.worktree.update(self._head_snapshot(), self.show(theirs).snapshot, force, ours, progress, self.config_at)
+        self.refs.set_if_equals(HEADS + branch, ours, theirs, f"pull: fast-forward from {choice.label}")
+        result.updated[HEADS + branch] = (ours, theirs)
+        result.message = f"fast-forwarded {branch} to {theirs[:12]}"
+        return result
 
     @classmethod
     def clone(cls, url: str, directory: str | os.PathLike[str] | None = None, *, revision: str | None = None,
               progress: Progress = SILENT) -> Repository:
         """A new repository in ``directory`` with every version of ``url`` and its default branch checked out
-        (or ``revision``)."""
-        return sync.clone(url, directory, revision, progress)
+        (or ``revision``). The store is built in a temporary folder beside the target and renamed into place
+        only when complete: a failed clone leaves nothing behind, and a second try starts clean."""
+        remote = open_remote(url, "origin")
+        if not remote.exists():
+            raise AdaptvcError(f"nothing to clone at {url}{remote.missing_hint()}")
+        target = Path(directory) if directory is not None else Path(default_clone_folder(url))
+        existed = target.exists() or target.is_symlink()
+        if existed and (not target.is_dir() or target.is_symlink() or any(target.iterdir())):
+            raise AdaptvcError(f"{target} exists and is not empty; choose another folder")
+        parent = target.absolute().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = parent / f".{target.name}.adaptvc-clone-{os.getpid()}-{secrets.token_hex(4)}"
+        branch = remote.default_branch() or DEFAULT_BRANCH
+        check_ref_name(branch, "branch name")
+        try:
+            staging = cls.init(tmp, branch=branch)
+            staging.add_remote("origin", url)
+            fetched = staging.fetch("origin", progress)
+            theirs = staging.refs.read(f"{REMOTES}origin/{branch}")
+            if theirs is None and HEADS + branch in fetched.skipped:
+                raise AdaptvcError(f"{url}: its branch {branch!r} cannot be read; nothing was cloned")
+            if theirs is None and revision is None and not staging.tags():
+                raise AdaptvcError(f"{url} holds no adapter versions; nothing to clone")
+            if theirs is not None:
+                staging.refs.set_if_equals(HEADS + branch, None, theirs, f"clone: from {url}")
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        try:
+            repo = cls(target, discover=False)
+            if theirs is not None or revision is not None:
+                repo.checkout(revision or branch, force=True, progress=progress)
+        except BaseException:
+            if existed:
+                for child in list(target.iterdir()):
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            else:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        return repo
 
     # -- maintenance ----------------------------------------------------------------------------------------
     def fsck(self, progress: Progress = SILENT) -> FsckReport:
         """Re-hash every object and check that everything the history refers to exists."""
-        from .fsck import fsck
+        from .ops.fsck import fsck
 
         return fsck(self.store, self.refs, progress)
 
@@ -522,7 +587,7 @@ class Repository:
            progress: Progress = SILENT) -> GcReport:
         """Delete objects no ref, tag or reflog entry reaches and that are older than ``grace_seconds``;
         with ``aggressive``, also compress the tensors that remain (lossless, byte-grouped zstd)."""
-        from .gc import gc
+        from .ops.gc import gc
 
         return gc(self.store, self.refs, grace_seconds, dry_run, aggressive, progress)
 
@@ -563,24 +628,7 @@ class Repository:
         return self._delete_ref(HEADS, "branch", name)
 
 
-def _epoch(timestamp: str) -> float:
-    try:
-        return datetime.fromisoformat(timestamp).timestamp()
-    except ValueError:
-        return 0.0
+def load(model: Any, repository: str | os.PathLike[str] = ".", rev: str = "HEAD", **kwargs: Any) -> Any:
+    """``adaptvc.load(base_model, "path/to/repo", rev="v3")``: see :meth:`Repository.load`."""
+    return Repository(repository).load(model, rev, **kwargs)
 
-
-def _conflicting_files(out: Path, snapshot: Snapshot) -> list[str]:
-    """Files of ``out`` that the snapshot would overwrite with different content."""
-    conflicts = []
-    for f in snapshot.files:
-        target = join_inside(out, f.path)
-        if not target.exists():
-            continue
-        if not target.is_file() or target.stat().st_size != f.size:
-            conflicts.append(str(target))
-            continue
-        with open(target, "rb") as fh:
-            if hash_stream(fh)[0] != f.hash:
-                conflicts.append(str(target))
-    return conflicts

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from .errors import InvalidAdapterError
+from .parsing import json_depth_ok
 
 #: Same bound as the safetensors library: a header is JSON text describing tensors, never this large.
 MAX_HEADER_SIZE = 100_000_000
@@ -63,6 +64,11 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def check_tensor_name(name: str) -> None:
     if not name:
         raise ValueError("empty tensor name")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"tensor name {name.encode('utf-8', 'backslashreplace').decode()!r} is not valid "
+                         "Unicode") from None
     if any(ord(c) < 32 or c == "\x7f" for c in name):
         raise ValueError(f"tensor name {name!r} has a control character")
     if name.startswith("/") or ".." in name.split("/"):
@@ -77,6 +83,8 @@ def parse_header(raw_json: bytes, data_size: int) -> tuple[tuple[TensorInfo, ...
     """
     text = raw_json.decode("utf-8")  # strict: non-UTF-8 names are refused
     obj = json.loads(text, object_pairs_hook=_no_duplicates)
+    if not json_depth_ok(obj, 4):
+        raise ValueError("header nested too deeply")
     if not isinstance(obj, dict):
         raise ValueError("header is not a JSON object")
     metadata = obj.pop("__metadata__", None)

@@ -1,26 +1,27 @@
-"""push, fetch, pull and clone: moving versions between a repository and its remotes.
+"""push, fetch and the fast-forward of pull: moving versions between a store and a remote.
 
 The rules are git's: a push only fast-forwards (the remote moves by compare-and-swap, so a concurrent push
-is refused, never clobbered); a fetch brings only what the local store lacks and records where the remote's
-branches were in ``refs/remotes/<remote>/<branch>``; a pull fetches then fast-forwards the current branch
-and refuses when the two have diverged.
+is refused, never clobbered); a fetch brings only what the local store lacks and records where a configured
+remote's branches were in ``refs/remotes/<remote>/<branch>``; a pull fetches then fast-forwards the current
+branch and refuses when the two have diverged. A URL given instead of a remote name moves objects only: no
+remote-tracking ref is made for it (as ``git fetch URL`` does).
+
+Everything a remote lists is checked before any local ref moves: names must be valid ref names (others are
+skipped and reported), and every ref must name a commit.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import AdaptvcError
+from .ops.graph import is_ancestor
 from .progress import SILENT, Progress
-from .refs import HEADS, REMOTES, TAGS, check_ref_name
-from .remotes import NonFastForwardError, RefUpdate, Remote, open_remote
-from .snapshot import is_training_state
-
-if TYPE_CHECKING:
-    from .repository import Repository
+from .refnames import HEADS, REMOTES, TAGS
+from .remotes import NonFastForwardError, RefUpdate, Remote, RemoteError, open_remote
+from .remotes.registry import looks_like_url
+from .storage.base import ObjectStore, Refs
 
 
 @dataclass
@@ -29,158 +30,120 @@ class SyncResult:
     updated: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # ref -> (old, new)
     bytes: int = 0
     message: str = ""
+    #: the remote's refs, as listed (a fetch from a URL records nothing else)
+    remote_refs: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"remote": self.remote, "bytes": self.bytes, "message": self.message,
-                "updated": {k: {"old": o, "new": n} for k, (o, n) in self.updated.items()}}
+                "updated": {k: {"old": o, "new": n} for k, (o, n) in self.updated.items()},
+                "skipped": self.skipped}
 
 
-def is_ancestor(repo: Repository, old: str, new: str) -> bool:
-    """True when commit ``old`` is ``new`` or one of its ancestors (both must be in the local store)."""
-    if old == new:
-        return True
-    seen = set()
-    stack = [new]
-    while stack:
-        oid = stack.pop()
-        if oid in seen or not repo.store.has(oid):
-            continue
-        seen.add(oid)
-        for p in repo.store.read_commit(oid).parents:
-            if p == old:
-                return True
-            stack.append(p)
-    return False
+@dataclass(frozen=True)
+class RemoteChoice:
+    """Which remote a command talks to: a configured one (``name`` set) or a URL given directly."""
+
+    label: str
+    remote: Remote
+    name: str | None
 
 
-def remote_for(repo: Repository, name_or_url: str | None) -> tuple[str, Remote]:
-    remotes = repo.remotes()
-    name = name_or_url or ("origin" if "origin" in remotes else next(iter(remotes), None))
+def choose_remote(configured: dict[str, str], name_or_url: str | None, local: ObjectStore) -> RemoteChoice:
+    name = name_or_url or ("origin" if "origin" in configured else next(iter(configured), None))
     if name is None:
         raise AdaptvcError("no remote configured: run 'adaptvc remote add origin URL'")
-    if name in remotes:
-        return name, open_remote(remotes[name], name, repo.store)
-    if "/" in name or name.startswith(("hf://", "file://", ".")):
-        return name, open_remote(name, "origin", repo.store)  # a URL given directly
+    if name in configured:
+        return RemoteChoice(name, open_remote(configured[name], name, local), name)
+    if looks_like_url(name):
+        return RemoteChoice(name, open_remote(name, "origin", local), None)
     raise AdaptvcError(f"no remote named {name!r}; see 'adaptvc remote -v'")
 
 
-def push(repo: Repository, remote_name: str | None = None, branches: list[str] | None = None,
-         tags: bool = False, private: bool = False, progress: Progress = SILENT) -> SyncResult:
-    name, remote = remote_for(repo, remote_name)
-    if branches is None:
-        current = repo.current_branch()
-        if current is None:
-            raise AdaptvcError("HEAD is detached: name the branch to push (adaptvc push origin BRANCH)")
-        branches = [current]
+def push(store: ObjectStore, refs: Refs, choice: RemoteChoice, branches: list[str], tags: bool = False,
+         private: bool = False, progress: Progress = SILENT) -> SyncResult:
+    remote = choice.remote
     if not remote.exists():
         remote.create(private=private)
     remote_refs = remote.list_refs()
     updates: list[RefUpdate] = []
     for b in branches:
-        local = repo.refs.read(HEADS + b)
+        local = refs.read(HEADS + b)
         if local is None:
             raise AdaptvcError(f"no local branch {b!r} to push")
         old = remote_refs.get(HEADS + b)
         if old == local:
             continue
-        if old is not None and not is_ancestor(repo, old, local):
-            raise NonFastForwardError(HEADS + b, name)
+        if old is not None and not is_ancestor(store, old, local):
+            raise NonFastForwardError(HEADS + b, choice.label)
         updates.append(RefUpdate(HEADS + b, old, local))
     if tags:
-        for t, oid in repo.tags().items():
+        for t, oid in refs.list(TAGS).items():
             old = remote_refs.get(TAGS + t)
             if old == oid:
                 continue
             if old is not None:
-                raise AdaptvcError(f"tag {t!r} points elsewhere on {name}; tags are not moved by push")
+                raise AdaptvcError(f"tag {t!r} points elsewhere on {choice.label}; tags are not moved by push")
             updates.append(RefUpdate(TAGS + t, None, oid))
-    result = SyncResult(name)
+    result = SyncResult(choice.label)
     if not updates:
         result.message = "everything up to date"
         return result
-    result.bytes = remote.upload(repo.store, updates, progress)
+    result.bytes = remote.upload(store, updates, progress)
     for u in updates:
         result.updated[u.ref] = (u.old, u.new)
-        if u.ref.startswith(HEADS):
-            _track(repo, name, u.ref[len(HEADS):], u.new)
+        if u.ref.startswith(HEADS) and choice.name is not None:
+            track(refs, choice.name, u.ref[len(HEADS):], u.new)
+    result.message = "pushed"
     return result
 
 
-def _track(repo: Repository, remote: str, branch: str, oid: str) -> None:
+def track(refs: Refs, remote: str, branch: str, oid: str) -> None:
     ref = f"{REMOTES}{remote}/{branch}"
-    repo.refs.set_if_equals(ref, repo.refs.read(ref), oid, f"update by sync with {remote}")
+    refs.set_if_equals(ref, refs.read(ref), oid, f"update by sync with {remote}")
 
 
-def fetch(repo: Repository, remote_name: str | None = None, progress: Progress = SILENT) -> SyncResult:
-    name, remote = remote_for(repo, remote_name)
+def fetch(store: ObjectStore, refs: Refs, choice: RemoteChoice, progress: Progress = SILENT) -> SyncResult:
+    remote = choice.remote
     remote_refs = remote.list_refs()
-    missing = sorted({oid for oid in remote_refs.values() if not repo.store.has(oid)})
-    result = SyncResult(name)
-    result.bytes = remote.download(repo.store, missing, progress) if missing else 0
-    for ref, oid in sorted(remote_refs.items()):
-        if ref.startswith(HEADS):
-            tracking = f"{REMOTES}{name}/{ref[len(HEADS):]}"
-            old = repo.refs.read(tracking)
-            if old != oid:
-                _track(repo, name, ref[len(HEADS):], oid)
-                result.updated[tracking] = (old, oid)
-        elif ref.startswith(TAGS):
-            old = repo.refs.read(ref)
-            if old is None:  # new tags arrive; an existing local tag is never moved by a fetch
-                repo.refs.set_if_equals(ref, None, oid, f"fetch from {name}")
-                result.updated[ref] = (None, oid)
-    result.message = "fetched" if result.updated else "already up to date"
+    result = SyncResult(choice.label, remote_refs=dict(remote_refs), skipped=list(remote.skipped_refs))
+    missing = sorted({oid for oid in remote_refs.values() if not store.has(oid)})
+    try:
+        result.bytes = remote.download(store, missing, progress) if missing else 0
+        for ref, oid in sorted(remote_refs.items()):
+            if not store.is_commit(oid):
+                raise RemoteError(f"{choice.label}: {ref} names {oid[:12]}, which is not a commit; nothing was "
+                                  "updated")
+        if choice.name is not None:
+            for ref, oid in sorted(remote_refs.items()):
+                if ref.startswith(HEADS):
+                    tracking = f"{REMOTES}{choice.name}/{ref[len(HEADS):]}"
+                    old = refs.read(tracking)
+                    if old != oid:
+                        track(refs, choice.name, ref[len(HEADS):], oid)
+                        result.updated[tracking] = (old, oid)
+                elif ref.startswith(TAGS) and refs.read(ref) is None:
+                    # new tags arrive; an existing local tag is never moved by a fetch
+                    refs.set_if_equals(ref, None, oid, f"fetch from {choice.name}")
+                    result.updated[ref] = (None, oid)
+    finally:
+        store.end_session()
+    result.message = "fetched" if result.updated or result.bytes else "already up to date"
+    if result.skipped:
+        result.message += (f"; skipped {len(result.skipped)} remote ref(s) whose names cannot be local refs: "
+                           + ", ".join(repr(r) for r in result.skipped[:3]))
     return result
 
 
-def pull(repo: Repository, remote_name: str | None = None, force: bool = False,
-         progress: Progress = SILENT) -> SyncResult:
-    result = fetch(repo, remote_name, progress)
-    name = result.remote
-    branch = repo.current_branch()
-    if branch is None:
-        raise AdaptvcError("HEAD is detached: switch to a branch before pulling")
-    theirs = repo.refs.read(f"{REMOTES}{name}/{branch}")
-    if theirs is None:
-        result.message = f"{name} has no branch {branch!r}; fetched only"
-        return result
-    ours = repo.head()
-    if ours == theirs or (ours is not None and is_ancestor(repo, theirs, ours)):
-        result.message = "already up to date"
-        return result
-    if ours is not None and not is_ancestor(repo, ours, theirs):
+def fast_forward_target(store: ObjectStore, ours: str | None, theirs: str, branch: str, label: str) -> bool:
+    """True when ``branch`` (at ``ours``) should move to ``theirs``; False when already up to date; an error
+    naming what to do when the two have diverged."""
+    if ours == theirs or (ours is not None and is_ancestor(store, theirs, ours)):
+        return False
+    if ours is not None and not is_ancestor(store, ours, theirs):
         raise AdaptvcError(
-            f"your branch {branch!r} and {name}/{branch} have diverged; keep your versions on another branch "
-            f"(adaptvc branch mine), then take theirs: adaptvc checkout {name}/{branch} and "
+            f"your branch {branch!r} and {label}/{branch} have diverged; keep your versions on another branch "
+            f"(adaptvc branch mine), then take theirs: adaptvc checkout {label}/{branch} and "
             f"adaptvc switch -c {branch}-new"
         )
-    repo._update_work_tree(repo.show(theirs).snapshot.without(is_training_state), force, progress)
-    repo.refs.set_if_equals(HEADS + branch, ours, theirs, f"pull: fast-forward from {name}")
-    result.updated[HEADS + branch] = (ours, theirs)
-    result.message = f"fast-forwarded {branch} to {theirs[:12]}"
-    return result
-
-
-def clone(url: str, directory: str | os.PathLike[str] | None = None, revision: str | None = None,
-          progress: Progress = SILENT) -> Repository:
-    from .repository import Repository
-
-    remote = open_remote(url, "origin")
-    if not remote.exists():
-        raise AdaptvcError(f"nothing to clone at {url}{remote.missing_hint()}")
-    target = Path(directory) if directory is not None else Path(url.rstrip("/").rsplit("/", 1)[-1])
-    if target.exists() and any(target.iterdir()):
-        raise AdaptvcError(f"{target} exists and is not empty; choose another folder")
-    branch = remote.default_branch() or "main"
-    check_ref_name(branch, "branch name")
-    repo = Repository.init(target, branch=branch)
-    repo.add_remote("origin", url)
-    fetch(repo, "origin", progress)
-    theirs = repo.refs.read(f"{REMOTES}origin/{branch}")
-    if theirs is not None:
-        repo.refs.set_if_equals(HEADS + branch, None, theirs, f"clone: from {url}")
-        repo.checkout(revision or branch, force=True, progress=progress)
-    elif revision is not None:
-        repo.checkout(revision, force=True, progress=progress)
-    return repo
+    return True

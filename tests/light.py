@@ -131,3 +131,24 @@ def canonical(obj: object) -> bytes:
 
 def nested_json(depth: int) -> str:
     return "[" * depth + "]" * depth
+
+
+#: run the CLI in a fresh interpreter and print, on the last line of stderr, ``exit CODE`` and then the
+#: interpreter's peak memory in MB (VmHWM: unlike ru_maxrss it starts afresh at exec, not at fork)
+PEAK_RSS_RUNNER = (
+    "import sys\nfrom adaptvc.cli.main import main\n"
+    "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    print('exit', e.code, file=sys.stderr)\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+    "print(int(hwm) // 1024, file=sys.stderr)\n"
+)
+
+
+def peak_rss(work: str | os.PathLike[str] | None, *args: str, cwd: str | os.PathLike[str] | None = None,
+             ) -> tuple[int, int | None, str]:
+    """(peak MB, exit code, stderr without the two measurement lines) of ``adaptvc [-C work] ARGS``."""
+    cmd = [sys.executable, "-c", PEAK_RSS_RUNNER, *(["-C", str(work)] if work is not None else []), *args]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=cwd)
+    lines = res.stderr.strip().splitlines()
+    code = next((int(x.split()[1]) if x.split()[1].isdigit() else None for x in lines if x.startswith("exit ")), 0)
+    rest = "\n".join(x for x in lines[:-1] if not x.startswith("exit "))
+    return int(lines[-1]), code, rest

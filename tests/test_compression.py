@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptvc import Repository
-from adaptvc.compression import compress, decompress
+from adaptvc.storage.compression import compress, decompress
 from adaptvc.errors import AdaptvcError, CorruptObjectError
 from tests import helpers
 

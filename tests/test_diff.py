@@ -244,7 +244,7 @@ def test_dora_magnitudes_get_tensor_numbers_and_lora_part_module_numbers(repo):
 
 def test_fp8_and_fp16_tensors_are_compared_without_torch_conversion(tmp_path):
     """Per-tensor numbers for dtypes a LoRA file may hold, against torch's own conversion."""
-    from adaptvc.dtypes import to_float64
+    from adaptvc.tensors.dtypes import to_float64
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, generator=g)

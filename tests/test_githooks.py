@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from adaptvc import Repository
 from adaptvc.cli.main import cli
-from adaptvc.integrations import gitcode
+from adaptvc.integrations import githooks as gitcode
 from tests import helpers
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adaptvc.errors import InvalidRefNameError, RefLockedError, RefMovedError
-from adaptvc.refs import Refs, check_ref_name
+from adaptvc.refnames import check_ref_name
+from adaptvc.storage.disk_refs import DiskRefs as Refs
 
 A, B = "a" * 32, "b" * 32
 

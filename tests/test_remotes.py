@@ -119,7 +119,7 @@ def test_a_corrupt_remote_object_is_refused_on_arrival(tmp_path):
     bare = tmp_path / "bare"
     repo.add_remote("origin", str(bare))
     repo.push()
-    from adaptvc.store import ObjectStore
+    from adaptvc.storage.disk_objects import DiskObjectStore as ObjectStore
 
     store = ObjectStore(bare)
     victim = repo.show("HEAD").snapshot.file("adapter_model.safetensors").layout.tensors[0].blob

@@ -227,6 +227,14 @@ def test_checkout_to_folder_refuses_to_overwrite_different_files(repo_dir, tmp_p
     with pytest.raises(WouldOverwriteError):
         repo.checkout(c.id, out)
     assert (out / "adapter_config.json").read_text() == "{}"
+    with pytest.raises(WouldOverwriteError):  # a file adaptvc did not write is never replaced, even with force
+        repo.checkout(c.id, out, force=True)
+    assert (out / "adapter_config.json").read_text() == "{}"
+    (out / "adapter_config.json").unlink()
+    repo.checkout(c.id, out)
+    (out / "adapter_config.json").write_text("{}")  # adaptvc wrote it, the user changed it: force replaces it
+    with pytest.raises(WouldOverwriteError):
+        repo.checkout(c.id, out)
     repo.checkout(c.id, out, force=True)
     repo.checkout(c.id, out)  # identical files are not a conflict
     assert helpers.sha256(out / "adapter_config.json") == helpers.sha256(repo_dir / "adapter_config.json")
@@ -323,7 +331,7 @@ def test_bf16_adapter_round_trip(repo_dir, tmp_path):
 
 def test_large_tensors_are_streamed(repo_dir, tmp_path, monkeypatch):
     """Tensors above the buffering limit take the streaming path and still round-trip exactly."""
-    from adaptvc import snapshot as snapshot_module
+    from adaptvc.ops import capture as snapshot_module
 
     monkeypatch.setattr(snapshot_module, "MAX_BUFFERED_TENSOR", 100)
     repo = Repository(repo_dir)
@@ -335,17 +343,17 @@ def test_large_tensors_are_streamed(repo_dir, tmp_path, monkeypatch):
 
 
 def test_stat_cache_skips_unchanged_files_and_never_misses_a_change(repo_dir, monkeypatch):
-    from adaptvc import index as index_module
-    from adaptvc import snapshot as snapshot_module
+    from adaptvc.storage import stat_cache as index_module
+    from adaptvc.ops import capture as snapshot_module
 
     reads = []
-    real = snapshot_module._snapshot_safetensors
+    real = snapshot_module._snapshot_safetensors_file
 
-    def counting(path, rel, store, progress):
+    def counting(f, st, rel, store, progress, on_disk=True):
         reads.append(rel)
-        return real(path, rel, store, progress)
+        return real(f, st, rel, store, progress, on_disk)
 
-    monkeypatch.setattr(snapshot_module, "_snapshot_safetensors", counting)
+    monkeypatch.setattr(snapshot_module, "_snapshot_safetensors_file", counting)
     repo = Repository(repo_dir)
     repo.commit("v1")
     weights = repo_dir / "adapter_model.safetensors"

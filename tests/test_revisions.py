@@ -6,7 +6,7 @@ import pytest
 
 from adaptvc import Commit, Repository
 from adaptvc.errors import RevisionError
-from adaptvc.revisions import parse_revision
+from adaptvc.ops.revisions import parse_revision
 from tests import helpers
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from adaptvc.errors import ChecksumMismatchError, CorruptObjectError, ObjectNotFoundError
 from adaptvc.hashing import hash_bytes
-from adaptvc.store import ObjectStore
+from adaptvc.storage.disk_objects import DiskObjectStore as ObjectStore
 
 
 @pytest.fixture

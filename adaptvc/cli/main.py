@@ -1,64 +1,99 @@
 """The ``adaptvc`` command: a thin click layer over :class:`adaptvc.Repository`.
 
-One error boundary (:class:`AdaptvcGroup`) turns every expected failure into ``Error: …`` on stderr and
-exit code 1 (usage errors: 2), so no user ever sees a traceback for bad input.
+Commands are registered by name and imported only when run (``adaptvc --version`` imports none of them).
+One error boundary (:class:`AdaptvcGroup`) turns every failure into ``Error: …`` on stderr and exit code 1
+(usage errors: 2) — expected ones with their own message, anything else as "internal error" with a hint —
+so no user ever sees a traceback. A closed pipe (``adaptvc log | head``) ends the command quietly, as git does.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
 from .. import __version__
-from ..errors import AdaptvcError
-from ..repository import Repository
+from ..errors import AdaptvcError, AdaptvcWarning
+from .context import CliError, State
+
+#: command name -> module in adaptvc.cli.commands (each module lists its commands in COMMANDS)
+COMMANDS: dict[str, str] = {
+    "init": "worktree", "commit": "worktree", "status": "worktree", "checkout": "worktree", "demo": "worktree",
+    "log": "history", "show": "history", "reflog": "history",
+    "diff": "diff",
+    "tag": "refs", "branch": "refs", "switch": "refs",
+    "remote": "remote", "push": "remote", "fetch": "remote", "pull": "remote", "clone": "remote",
+    "verify-base": "verify_base",
+    "hooks": "hooks", "pin": "hooks",
+    "fsck": "maintenance", "gc": "maintenance", "unlock": "maintenance",
+}
 
 
-class CliError(click.ClickException):
-    exit_code = 1
+def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    if issubclass(category, AdaptvcWarning):
+        click.echo(f"warning: {message}", err=True)
 
 
 class AdaptvcGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module = COMMANDS.get(name)
+        if module is None:
+            return None
+        mod = importlib.import_module(f"adaptvc.cli.commands.{module}")
+        return next((c for c in mod.COMMANDS if c.name == name), None)
+
     def invoke(self, ctx: click.Context) -> Any:
+        warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except BrokenPipeError:
+            _quiet_exit_on_closed_pipe()
         except AdaptvcError as e:
             raise CliError(str(e)) from None
         except OSError as e:
+            if e.errno == errno.EPIPE:
+                _quiet_exit_on_closed_pipe()
             if e.errno == errno.ENOSPC:
-                raise CliError("no space left on the device; the store is unchanged, free some space and "
-                               "try again") from None
+                raise CliError("no space left on the device; nothing half-written was recorded: free some space "
+                               "and run the command again") from None
             if e.errno == errno.EFBIG:
-                raise CliError("file size limit exceeded while writing; the store is unchanged") from None
+                raise CliError("file size limit exceeded while writing; nothing half-written was recorded") \
+                    from None
             where = f": {e.filename}" if e.filename else ""
             raise CliError(f"{e.strerror or e}{where}") from None
-        except UnicodeDecodeError as e:
-            raise CliError(f"cannot decode input: {e}") from None
+        except UnicodeError as e:
+            raise CliError(f"text that is not valid UTF-8 ({e.reason})") from None
+        except RecursionError:
+            raise CliError("input nested too deeply to read") from None
+        except MemoryError:
+            raise CliError("out of memory") from None
+        except Exception as e:
+            if os.environ.get("ADAPTVC_DEBUG"):
+                raise
+            text = (str(e).strip().splitlines() or [""])[0]
+            raise CliError(f"internal error ({type(e).__name__}: {text}); this is a bug in adaptvc, please report "
+                           "it (ADAPTVC_DEBUG=1 shows where it happened)") from None
 
 
-class State:
-    """What every command shares: where it runs, and the repository there (opened on first use)."""
-
-    def __init__(self, cwd: Path) -> None:
-        self.cwd = cwd
-        self._repo: Repository | None = None
-
-    @property
-    def repo(self) -> Repository:
-        if self._repo is None:
-            self._repo = Repository(self.cwd)
-        return self._repo
-
-    def path(self, p: str | os.PathLike[str]) -> Path:
-        return self.cwd / p
-
-
-pass_state = click.make_pass_decorator(State)
+def _quiet_exit_on_closed_pipe() -> None:
+    """The reader went away (``adaptvc log | head -2``): stop quietly with git's status for SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    raise click.exceptions.Exit(141)
 
 
 @click.group(cls=AdaptvcGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,20 +113,9 @@ def cli(ctx: click.Context, directory: str) -> None:
     ctx.obj = State(Path(directory))
 
 
-def _register() -> None:
-    from . import base, diff, history, hooks, maintenance, refs, remote, worktree
-
-    for module in (worktree, history, diff, refs, remote, base, hooks, maintenance):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
-
-
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="adaptvc")
     except KeyboardInterrupt:
-        click.echo("Interrupted; the store is unchanged unless a command said otherwise.", err=True)
+        click.echo("Interrupted; nothing half-written was recorded.", err=True)
         sys.exit(130)

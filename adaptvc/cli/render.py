@@ -9,31 +9,7 @@ from typing import Any
 
 import click
 
-from ..objects import Commit, Snapshot
-
-
-def commit_dict(commit: Commit) -> dict[str, Any]:
-    """One commit as the ``log --json`` item: the documented keys, stable for scripts."""
-    return {
-        "id": commit.id,
-        "parents": list(commit.parents),
-        "message": commit.message,
-        "author": commit.author,
-        "timestamp": commit.timestamp,
-        "base": {"name_or_path": commit.base.name_or_path, "revision": commit.base.revision,
-                 "fingerprint": commit.base.fingerprint},
-        "snapshot": commit.snapshot,
-        "metadata": commit.metadata,
-        "provenance": commit.provenance,
-    }
-
-
-def snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
-    return {
-        "files": [{"path": f.path, "size": f.size, "hash": f.hash} for f in snapshot.files],
-        "tensors": [{"name": name, "dtype": t.dtype, "shape": list(t.shape), "hash": t.blob, "size": t.size}
-                    for name, t in snapshot.tensors()],
-    }
+from ..objects import Commit
 
 
 def echo_json(data: Any) -> None:

@@ -1,4 +1,10 @@
-"""The contract every remote keeps (a bare store on a path, the Hugging Face Hub, ...)."""
+"""The contract every remote keeps (a bare store in a folder, the Hugging Face Hub, ...).
+
+Everything a remote says is hostile until checked: ref names are checked like local ones (a name that
+cannot be a local ref is skipped), every object is re-hashed on arrival, every snapshot is checked against
+the adapter layout rule before anything it names is fetched, metadata is bounded in size and depth, and
+every failure (a refused request, an unreachable server) reaches the user as one :class:`RemoteError` line.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,8 @@ from dataclasses import dataclass
 
 from ..errors import AdaptvcError
 from ..progress import SILENT, Progress
-from ..store import ObjectStore
+from ..refnames import HEADS
+from ..storage.base import ObjectStore
 
 
 class RemoteError(AdaptvcError):
@@ -35,6 +42,9 @@ class Remote(ABC):
     ``refs/tags/v1``) mapped to adaptvc commit ids; every object that arrives is checked against its id."""
 
     url: str
+    name: str
+    #: refs the remote holds under names that cannot be local refs (listed, never used)
+    skipped_refs: list[str]
 
     @abstractmethod
     def exists(self) -> bool: ...
@@ -52,9 +62,9 @@ class Remote(ABC):
 
     def default_branch(self) -> str | None:
         refs = self.list_refs()
-        if "refs/heads/main" in refs:
+        if HEADS + "main" in refs:
             return "main"
-        branches = sorted(r[len("refs/heads/"):] for r in refs if r.startswith("refs/heads/"))
+        branches = sorted(r[len(HEADS):] for r in refs if r.startswith(HEADS))
         return branches[0] if branches else None
 
     @abstractmethod

@@ -1,78 +1,42 @@
 """A bare store in a folder (a local disk, a network mount): objects copied only when missing, each
-re-hashed on arrival; refs moved with the same compare-and-swap as a local repository."""
+re-hashed on arrival; refs moved with the same compare-and-swap as a local repository.
+
+A shared folder may be written by other people: everything in it is reached without following links and
+written with ``O_EXCL | O_NOFOLLOW`` (by the disk storage classes), its config is bounded, and a ref that is
+not readable is skipped.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
 from pathlib import Path
 
-from ..atomic import write_atomic
-from ..errors import ChecksumMismatchError, RefMovedError
+from ..errors import RefMovedError, SymlinkRefusedError
 from ..hashing import HASH_NAME
 from ..objects import FORMAT_VERSION
+from ..ops.graph import closure
+from ..parsing import JsonError, parse_json
 from ..progress import SILENT, Progress
-from ..refs import HEADS, TAGS, Refs
-from ..store import ObjectStore
+from ..refnames import HEADS, TAGS
+from ..storage.atomic import open_dir, read_file, write_atomic
+from ..storage.base import ObjectStore
+from ..storage.disk_objects import DiskObjectStore
+from ..storage.disk_refs import DiskRefs
 from .base import NonFastForwardError, RefUpdate, Remote, RemoteError
 
-#: objects up to this size are copied through memory; larger ones are streamed
-MAX_IN_MEMORY = 64 << 20
-
-
-def copy_verified(src: ObjectStore, dst: ObjectStore, oid: str, progress: Progress) -> int:
-    """Copy one object, re-hashing it on the way: a corrupt object never lands under its id."""
-    if dst.freshen(oid):
-        return 0
-    size = src.size(oid)
-    if size <= MAX_IN_MEMORY:
-        dst.put_known(oid, src.read(oid))  # read() re-hashes
-    else:
-        with src.open(oid) as f:
-            got = dst.put_stream(f, size)
-        if got != oid:
-            raise ChecksumMismatchError(f"object {oid}", oid, got)
-    progress.update(size)
-    return size
-
-
-def closure(store: ObjectStore, commits: list[str], have: Callable[[str], bool]) -> list[str]:
-    """Objects reachable from ``commits`` that ``have(oid)`` says are missing, in a safe order: blobs, then
-    snapshots, then commits oldest first. A commit the other side has is taken to come with its whole past
-    (objects always travel before the commit that names them)."""
-    blobs: list[str] = []
-    snaps: list[str] = []
-    new_commits: list[str] = []
-    seen: set[str] = set()
-    stack = list(commits)
-    while stack:
-        oid = stack.pop()
-        if oid in seen or have(oid):
-            continue
-        seen.add(oid)
-        commit = store.read_commit(oid)
-        new_commits.append(oid)
-        stack.extend(commit.parents)
-        if commit.snapshot not in seen and not have(commit.snapshot):
-            seen.add(commit.snapshot)
-            snaps.append(commit.snapshot)
-            for f in store.read_snapshot(commit.snapshot).files:
-                for b in f.blobs():
-                    if b not in seen and not have(b):
-                        seen.add(b)
-                        blobs.append(b)
-    new_commits.reverse()  # parents before children
-    return blobs + snaps + new_commits
+LAYOUT = ("objects", "tmp", "refs/heads", "refs/tags", "logs")
 
 
 class DirectoryRemote(Remote):
-    def __init__(self, url: str, name: str = "origin") -> None:
+    def __init__(self, url: str, name: str = "origin", local: ObjectStore | None = None) -> None:
         self.url = url
         self.name = name
         path = url[len("file://"):] if url.startswith("file://") else url
         self.root = Path(path).expanduser()
-        self.store = ObjectStore(self.root)
-        self.refs = Refs(self.root)
+        self.store = DiskObjectStore(self.root)
+        self.refs = DiskRefs(self.root)
+        self.skipped_refs = []
 
     def exists(self) -> bool:
         return (self.root / "config.json").is_file()
@@ -81,40 +45,53 @@ class DirectoryRemote(Remote):
         if not self.exists():
             raise RemoteError(f"no adaptvc store at {self.url}; 'adaptvc push' creates it")
         try:
-            config = json.loads((self.root / "config.json").read_text())
-        except (OSError, ValueError):
+            raw = read_file(self.root, "config.json", 1 << 20)
+            config = parse_json(raw or b"")
+        except (OSError, ValueError, JsonError):
             config = {}
         if not isinstance(config, dict) or config.get("format") != FORMAT_VERSION:
             raise RemoteError(f"{self.url} is not an adaptvc store of format {FORMAT_VERSION}")
 
     def create(self, private: bool = False) -> None:
-        for sub in ("objects", "tmp", "refs/heads", "refs/tags", "logs"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        if not (self.root / "HEAD").exists():
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in LAYOUT:
+                os.close(open_dir(self.root, sub, create=True))
+        except SymlinkRefusedError as e:
+            raise RemoteError(f"{self.url}: {e}") from None
+        if self.refs.head_raw() is None:
             self.refs.init_head(HEADS + "main")
-        if not (self.root / "config.json").exists():
-            write_atomic(self.root / "config.json",
+        if not self.exists():
+            write_atomic(self.root, "config.json",
                          json.dumps({"format": FORMAT_VERSION, "hash": HASH_NAME, "bare": True}, indent=2).encode())
 
     def list_refs(self) -> dict[str, str]:
         self._check()
         out = {HEADS + k: v for k, v in self.refs.list(HEADS).items()}
         out.update({TAGS + k: v for k, v in self.refs.list(TAGS).items()})
+        self.skipped_refs = [b.ref for b in self.refs.bad_refs()]
         return out
 
     def default_branch(self) -> str | None:
         self._check()
-        target = self.refs.head_target()
-        if target and self.refs.read(target):
+        try:
+            target = self.refs.head_target()
+        except Exception:
+            target = None
+        if target and self.refs.list(HEADS).get(target[len(HEADS):]):
             return target[len(HEADS):]
         return super().default_branch()
 
     def download(self, store: ObjectStore, commits: list[str], progress: Progress = SILENT) -> int:
         self._check()
-        wanted = closure(self.store, commits, store.has)
+        wanted = closure(self.store, commits, store.has)  # every snapshot is decoded (and checked) here
         progress.begin("fetch", sum(self.store.size(o) for o in wanted))
+        moved = 0
         try:
-            moved = sum(copy_verified(self.store, store, oid, progress) for oid in wanted)
+            for oid in wanted:
+                n = store.copy_from(self.store, oid)
+                moved += n
+                progress.update(n)
         finally:
             progress.end()
         store.flush()
@@ -126,14 +103,19 @@ class DirectoryRemote(Remote):
         self._check()
         wanted = closure(store, [u.new for u in updates], self.store.has)
         progress.begin("push", sum(store.size(o) for o in wanted))
+        moved = 0
         try:
-            moved = sum(copy_verified(store, self.store, oid, progress) for oid in wanted)
+            for oid in wanted:
+                n = self.store.copy_from(store, oid)
+                moved += n
+                progress.update(n)
+            self.store.flush()
+            for u in updates:
+                try:
+                    self.refs.set_if_equals(u.ref, u.old, u.new, f"push: {u.ref}")
+                except RefMovedError:
+                    raise NonFastForwardError(u.ref, self.name) from None
         finally:
             progress.end()
-        self.store.flush()
-        for u in updates:
-            try:
-                self.refs.set_if_equals(u.ref, u.old, u.new, f"push: {u.ref}")
-            except RefMovedError:
-                raise NonFastForwardError(u.ref, self.name) from None
+            self.store.end_session()
         return moved

@@ -23,23 +23,28 @@ import contextlib
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import AdaptvcError, ChecksumMismatchError
+from ..errors import AdaptvcError, ChecksumMismatchError, InvalidRefNameError
 from ..hashing import hash_bytes
-from ..materialise import materialise
 from ..objects import BasePin, Commit, Snapshot, decode_json_object
+from ..ops.capture import MAX_CONFIG_FILE, MAX_PLAIN_FILE, build_snapshot, find_adapter_files, read_config
+from ..ops.graph import first_parent_chain
+from ..ops.materialise import materialise
+from ..ops.record import write_commit
+from ..peft_layout import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from ..progress import SILENT, Progress
-from ..refs import HEADS, TAGS
-from ..snapshot import CONFIG_NAME, WEIGHTS_NAME, build_snapshot, find_adapter_files, read_config
-from ..store import MAX_METADATA_OBJECT, ObjectStore
+from ..refnames import HEADS, TAGS, check_ref_name
+from ..storage.base import MAX_METADATA_OBJECT, ObjectStore
 from .base import NonFastForwardError, RefUpdate, Remote, RemoteError
+from .hub_card import model_card
 
 META_DIR = ".adaptvc"
 COMMIT_FILE = f"{META_DIR}/commit.json"
 SNAPSHOT_FILE = f"{META_DIR}/snapshot.json"
-CARD = "README.md"
+CARD = CARD_NAME
 ORIGINAL_CARD = f"{META_DIR}/README.md"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: two missing tensors closer than this are fetched in one range request
@@ -59,33 +64,6 @@ def _hf() -> Any:
     return huggingface_hub
 
 
-def model_card(repo_id: str, commit: Commit, snapshot: Snapshot, history: list[Commit], config: dict) -> str:
-    """The Hub model card for a version: YAML front matter the Hub understands, and the version history."""
-    peft_type = str(config.get("peft_type") or "lora").lower()
-    lines = ["---"]
-    base = commit.base.name_or_path
-    if base and _REPO_ID.match(base):  # a local path is never published as base_model
-        lines.append(f"base_model: {base}")
-    lines += ["library_name: peft", "tags:", "- adaptvc", f"- {peft_type}", "---", "",
-              f"# {repo_id.split('/')[-1]}", "",
-              f"A PEFT adapter ({peft_type}) versioned with adaptvc, version "
-              f"`{commit.id[:12]}`: {commit.summary or '(no message)'}.", "",
-              "```python", "from peft import PeftModel",
-              f'model = PeftModel.from_pretrained(base_model, "{repo_id}", revision="<tag or commit>")', "```", ""]
-    if base:
-        at = f" at revision `{commit.base.revision}`" if commit.base.revision else ""
-        lines.append(f"Base model: `{base}`{at}.")
-        lines.append("")
-    lines += ["## Versions", "", "| version | date | message |", "|---|---|---|"]
-    for c in history[:50]:
-        msg = (c.summary or "").replace("|", "\\|")
-        lines.append(f"| `{c.id[:12]}` | {c.timestamp[:19].replace('T', ' ')} | {msg} |")
-    tensors = len(snapshot.tensors())
-    lines += ["", f"{tensors} tensors in {len(snapshot.files)} files. Clone the whole history with "
-              f"`adaptvc clone hf://{repo_id}`.", ""]
-    return "\n".join(lines)
-
-
 class HubRemote(Remote):
     def __init__(self, url: str, name: str = "origin", local: ObjectStore | None = None) -> None:
         self.url = url
@@ -94,6 +72,7 @@ class HubRemote(Remote):
         if not _REPO_ID.match(self.repo_id) or ".." in self.repo_id:
             raise RemoteError(f"invalid Hub repository {self.repo_id!r}: expected hf://USER/REPO")
         self.local = local
+        self.skipped_refs = []
         self._api: Any = None
         self._ids: dict[str, str | None] = {}  # hub commit -> adaptvc commit id (None: not an adaptvc commit)
         self._hub_of: dict[str, str] = {}  # adaptvc commit id -> hub commit
@@ -108,36 +87,79 @@ class HubRemote(Remote):
             self._api = _hf().HfApi()
         return self._api
 
+    @contextlib.contextmanager
+    def _calling(self) -> Iterator[None]:
+        """Every failure of the Hub client (an HTTP error, an unreachable server) as one RemoteError line."""
+        try:
+            yield
+        except AdaptvcError:
+            raise
+        except Exception as e:  # the client raises HTTP, network and parsing errors of many types
+            raise RemoteError(self._explain(e)) from None
+
     def _url(self, path: str, revision: str) -> str:
         return _hf().hf_hub_url(self.repo_id, path, revision=revision, endpoint=self.api.endpoint)
 
-    def _get(self, path: str, revision: str, byte_range: tuple[int, int] | None = None) -> tuple[int, bytes]:
-        """GET one file (or one byte range of it) at a Hub revision; returns (status, body)."""
+    def _get(self, path: str, revision: str, byte_range: tuple[int, int] | None = None,
+             limit: int | None = None) -> tuple[int, bytes]:
+        """GET one file (or one byte range of it) at a Hub revision; returns (status, body). With ``limit``, at
+        most that many bytes are asked for and read (RemoteError when the file is larger)."""
         hf = _hf()
-        headers = hf.utils.build_hf_headers(token=self.api.token)
-        if byte_range is not None:
-            headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
-        response = hf.utils.get_session().get(self._url(path, revision), headers=headers, follow_redirects=True)
-        if response.status_code == 404:
-            return 404, b""
-        hf.utils.hf_raise_for_status(response)
-        return response.status_code, response.content
+        with self._calling():
+            headers = hf.utils.build_hf_headers(token=self.api.token)
+            if byte_range is not None:
+                headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
+            elif limit is not None:
+                headers["Range"] = f"bytes=0-{limit}"
+            with hf.utils.get_session().stream("GET", self._url(path, revision), headers=headers,
+                                               follow_redirects=True) as response:
+                if response.status_code == 404:
+                    return 404, b""
+                if response.status_code == 416:  # an empty file asked for with a range
+                    return 200, b""
+                if response.status_code >= 400:
+                    response.read()
+                    hf.utils.hf_raise_for_status(response)
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if limit is not None and len(body) > limit:
+                        raise RemoteError(f"{self.url}@{revision[:12]}: {path} is larger than {limit} bytes; "
+                                          "refused")
+                status = response.status_code
+        if limit is not None and byte_range is None and status == 206:
+            status = 200
+        return status, bytes(body)
 
-    def _errors(self) -> tuple[type[BaseException], ...]:
-        return (_hf().errors.HfHubHTTPError,)
+    def _download_to(self, path: str, revision: str, target: Path, limit: int) -> bool:
+        """Stream one file to ``target`` (False when the Hub has no such file)."""
+        hf = _hf()
+        with self._calling():
+            headers = hf.utils.build_hf_headers(token=self.api.token)
+            with hf.utils.get_session().stream("GET", self._url(path, revision), headers=headers,
+                                               follow_redirects=True) as response:
+                if response.status_code == 404:
+                    return False
+                if response.status_code >= 400:
+                    response.read()
+                    hf.utils.hf_raise_for_status(response)
+                written = 0
+                with open(target, "xb") as f:
+                    for chunk in response.iter_bytes():
+                        written += len(chunk)
+                        if written > limit:
+                            raise RemoteError(f"{self.url}@{revision[:12]}: {path} is larger than {limit} bytes")
+                        f.write(chunk)
+        return True
 
     # -- the Remote contract ---------------------------------------------------------------------------------
     def exists(self) -> bool:
-        try:
+        with self._calling():
             return bool(self.api.repo_exists(self.repo_id))
-        except self._errors() as e:
-            raise RemoteError(self._explain(e)) from None
 
     def create(self, private: bool = False) -> None:
-        try:
+        with self._calling():
             self.api.create_repo(self.repo_id, private=private, exist_ok=True)
-        except self._errors() as e:
-            raise RemoteError(self._explain(e)) from None
 
     def missing_hint(self) -> str:
         return "; if it is private, log in with 'hf auth login' or set HF_TOKEN"
@@ -149,11 +171,15 @@ class HubRemote(Remote):
                     "to a token with access to this repository")
         if status == 404:
             return f"{self.url}: no such repository (or it is private: log in with 'hf auth login')"
-        return f"{self.url}: {str(e).splitlines()[0]}"
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if status is None:  # no answer at all: a network error
+            endpoint = self._api.endpoint if self._api is not None else _hf().constants.ENDPOINT
+            return f"{self.url}: cannot reach the Hub at {endpoint} ({type(e).__name__}: {text})"
+        return f"{self.url}: {text}"
 
     def _adaptvc_id(self, hub_commit: str) -> str | None:
         if hub_commit not in self._ids:
-            status, body = self._get(COMMIT_FILE, hub_commit)
+            status, body = self._get(COMMIT_FILE, hub_commit, limit=MAX_METADATA_OBJECT)
             oid = None
             if status != 404:
                 oid = hash_bytes(body)
@@ -163,16 +189,23 @@ class HubRemote(Remote):
             self._ids[hub_commit] = oid
         return self._ids[hub_commit]
 
+    def _hub_refs(self) -> Any:
+        with self._calling():
+            return self.api.list_repo_refs(self.repo_id)
+
     def list_refs(self) -> dict[str, str]:
-        try:
-            refs = self.api.list_repo_refs(self.repo_id)
-        except self._errors() as e:
-            raise RemoteError(self._explain(e)) from None
+        refs = self._hub_refs()
         out: dict[str, str] = {}
         self._heads = {}
+        self.skipped_refs = []
         plain: list[tuple[str, str]] = []
         for prefix, items in ((HEADS, refs.branches), (TAGS, refs.tags)):
             for r in items:
+                try:
+                    check_ref_name(r.name)
+                except InvalidRefNameError:
+                    self.skipped_refs.append(prefix + str(r.name))
+                    continue
                 self._heads[prefix + r.name] = r.target_commit
                 oid = self._adaptvc_id(r.target_commit)
                 if oid is not None:
@@ -191,7 +224,7 @@ class HubRemote(Remote):
     def _object(self, oid: str, path: str, hub_commit: str) -> bytes:
         data = self._metadata.get(oid)
         if data is None:
-            status, data = self._get(path, hub_commit)
+            status, data = self._get(path, hub_commit, limit=MAX_METADATA_OBJECT)
             if status == 404:
                 raise RemoteError(f"{self.url}@{hub_commit[:12]} has no {path}")
         got = hash_bytes(data)
@@ -204,7 +237,9 @@ class HubRemote(Remote):
         if oid not in self._hub_of and not self._scanned:
             self._scanned = True
             for head in set(self._heads.values()):
-                for info in self.api.list_repo_commits(self.repo_id, revision=head):
+                with self._calling():
+                    infos = list(self.api.list_repo_commits(self.repo_id, revision=head))
+                for info in infos:
                     self._adaptvc_id(info.commit_id)
         return self._hub_of.get(oid)
 
@@ -215,8 +250,9 @@ class HubRemote(Remote):
         return hub
 
     def download(self, store: ObjectStore, commits: list[str], progress: Progress = SILENT) -> int:
-        moved = 0
-        todo: list[tuple[str, str]] = []  # (adaptvc commit, hub commit), newest first
+        # first every commit and snapshot (small, verified, checked against the layout rule): nothing is
+        # stored until the whole history to fetch is known to be acceptable
+        todo: list[tuple[str, str, bytes, Snapshot, bytes]] = []
         stack, seen = list(commits), set()
         while stack:
             oid = stack.pop()
@@ -224,37 +260,52 @@ class HubRemote(Remote):
                 continue
             seen.add(oid)
             hub = self._find_hub_commit(oid)
-            commit = Commit.from_dict(decode_json_object(self._object(oid, COMMIT_FILE, hub), oid), oid)
-            todo.append((oid, hub))
+            data = self._object(oid, COMMIT_FILE, hub)
+            commit = Commit.from_dict(decode_json_object(data, oid), oid)
+            snap_bytes = self._object(commit.snapshot, SNAPSHOT_FILE, hub)
+            snapshot = Snapshot.from_dict(decode_json_object(snap_bytes, commit.snapshot), commit.snapshot)
+            todo.append((oid, hub, data, snapshot, snap_bytes))
             stack.extend(commit.parents)
-        progress.begin("fetch", 0)
+        todo.reverse()  # oldest first
+        total = sum(self._missing_bytes(store, snapshot) for _, _, _, snapshot, _ in todo)
+        moved = 0
+        progress.begin("fetch", total)
         try:
-            for oid, hub in todo:
-                data = self._object(oid, COMMIT_FILE, hub)
-                commit = Commit.from_dict(decode_json_object(data, oid), oid)
-                snap_bytes = self._object(commit.snapshot, SNAPSHOT_FILE, hub)
-                snapshot = Snapshot.from_dict(decode_json_object(snap_bytes, commit.snapshot), commit.snapshot)
+            for oid, hub, data, snapshot, snap_bytes in todo:
                 for f in snapshot.files:
                     moved += self._fetch_file(store, f, hub, progress)
                 store.flush()
-                store.put_known(commit.snapshot, snap_bytes)
+                store.put_known(snapshot.id, snap_bytes)
                 store.flush()
-                moved += len(snap_bytes)
-                # commits go in last and parents first would be nicer, but every commit's objects are stored
-                # before it, so any prefix of this loop leaves the store consistent
-                store.put_known(oid, data)
+                store.put_known(oid, data)  # every commit's objects are stored before it
                 store.flush()
-                moved += len(data)
+                moved += len(snap_bytes) + len(data)
         finally:
             progress.end()
         return moved
+
+    @staticmethod
+    def _missing_bytes(store: ObjectStore, snapshot: Snapshot) -> int:
+        total = 0
+        for f in snapshot.files:
+            if f.layout is None:
+                total += 0 if store.has(f.hash) else f.size
+            else:
+                sizes = [(f.layout.header, f.layout.header_size), *((t.blob, t.size) for t in f.layout.tensors)]
+                total += sum(size for oid, size in sizes if not store.has(oid))
+        return total
 
     def _fetch_file(self, store: ObjectStore, f: Any, hub: str, progress: Progress) -> int:
         path = hub_path(f.path)
         if f.layout is None:
             if store.freshen(f.hash):
                 return 0
-            data = self._object(f.hash, path, hub)
+            status, data = self._get(path, hub, limit=MAX_PLAIN_FILE)
+            if status == 404:
+                raise RemoteError(f"{self.url}@{hub[:12]} has no {path}")
+            got = hash_bytes(data)
+            if got != f.hash:
+                raise ChecksumMismatchError(f"{path} at {hub[:12]}", f.hash, got)
             store.put_known(f.hash, data)
             progress.update(len(data))
             return len(data)
@@ -274,6 +325,8 @@ class HubRemote(Remote):
                     raise RemoteError(f"{self.url}@{hub[:12]} has no {path}")
                 moved += len(body)
                 if status != 206:  # the server ignored Range: this is the whole file, reuse it for every part
+                    if len(body) != f.size:
+                        raise ChecksumMismatchError(f"{path} at {hub[:12]}", f.hash, hash_bytes(body))
                     whole = body
             if whole is not None:
                 body, start = whole, 0
@@ -288,69 +341,91 @@ class HubRemote(Remote):
 
     # -- upload ---------------------------------------------------------------------------------------------
     def upload(self, store: ObjectStore, updates: list[RefUpdate], progress: Progress = SILENT) -> int:
-        hf = _hf()
         self.list_refs()
-        moved = 0
+        plans = []
         for u in sorted(updates, key=lambda u: not u.ref.startswith(HEADS)):  # branches before tags
             if u.ref.startswith(HEADS):
-                moved += self._push_branch(store, u, progress)
-                continue
-            hub = self._hub_of.get(u.new) or self._find_hub_commit(u.new)
-            try:
-                self.api.create_tag(self.repo_id, tag=u.ref[len(TAGS):], revision=hub,
-                                    tag_message=store.read_commit(u.new).summary)
-            except hf.errors.HfHubHTTPError as e:
-                if getattr(e.response, "status_code", None) == 409:
-                    raise NonFastForwardError(u.ref, self.name) from None
-                raise RemoteError(self._explain(e)) from None
+                plans.append((u, self._chain(store, u.new)))
+        total = sum(self._version_bytes(store, chain) for _, chain in plans)
+        moved = 0
+        progress.begin("push", total)
+        try:
+            for u, chain in plans:
+                moved += self._push_branch(store, u, chain, progress)
+            for u in updates:
+                if u.ref.startswith(TAGS):
+                    self._push_tag(store, u)
+        finally:
+            progress.end()
         return moved
+
+    def _push_tag(self, store: ObjectStore, u: RefUpdate) -> None:
+        hf = _hf()
+        hub = self._hub_of.get(u.new) or self._find_hub_commit(u.new)
+        try:
+            with self._calling():
+                try:
+                    self.api.create_tag(self.repo_id, tag=u.ref[len(TAGS):], revision=hub,
+                                        tag_message=store.read_commit(u.new).summary)
+                except hf.errors.HfHubHTTPError as e:
+                    if getattr(e.response, "status_code", None) == 409:
+                        raise NonFastForwardError(u.ref, self.name) from None
+                    raise
+        except NonFastForwardError:
+            raise
 
     def _chain(self, store: ObjectStore, new: str) -> list[str]:
         """adaptvc commits from the newest one the Hub has (exclusive) to ``new``, oldest first."""
-        chain = []
-        oid: str | None = new
-        while oid is not None and self._hub_commit_of(oid) is None:
-            chain.append(oid)
-            parents = store.read_commit(oid).parents
-            oid = parents[0] if parents else None
-        chain.reverse()
-        return chain
+        return first_parent_chain(store, new, lambda oid: self._hub_commit_of(oid) is not None)
 
-    def _push_branch(self, store: ObjectStore, u: RefUpdate, progress: Progress) -> int:
+    @staticmethod
+    def _version_bytes(store: ObjectStore, chain: list[str]) -> int:
+        total, previous = 0, None
+        for oid in chain:
+            snap = store.read_snapshot(store.read_commit(oid).snapshot)
+            before = {f.path: f.hash for f in previous.files} if previous else {}
+            total += sum(f.size for f in snap.files if before.get(f.path) != f.hash)
+            previous = snap
+        return total
+
+    def _push_branch(self, store: ObjectStore, u: RefUpdate, chain: list[str], progress: Progress) -> int:
         hf = _hf()
         branch = u.ref[len(HEADS):]
         hub_head = self._heads.get(u.ref)
         if hub_head is not None and self._ids.get(hub_head) != u.old:
             raise NonFastForwardError(u.ref, self.name)
-        chain = self._chain(store, u.new)
-        previous = store.read_commit(chain[0]).parents[0] if chain and store.read_commit(chain[0]).parents else None
+        first_parents = store.read_commit(chain[0]).parents if chain else ()
+        previous = first_parents[0] if first_parents else None
         if hub_head is None:
             start = self._hub_commit_of(previous) if previous else None
             if start is None:
                 start = self._heads.get(HEADS + "main") or next(iter(self._heads.values()), None)
-            try:
-                self.api.create_branch(self.repo_id, branch=branch, revision=start, exist_ok=False)
-            except hf.errors.HfHubHTTPError as e:
-                raise NonFastForwardError(u.ref, self.name) if getattr(e.response, "status_code", 0) == 409 \
-                    else RemoteError(self._explain(e)) from None
-            hub_head = self.api.list_repo_refs(self.repo_id)
-            hub_head = next(b.target_commit for b in hub_head.branches if b.name == branch)
+            with self._calling():
+                try:
+                    self.api.create_branch(self.repo_id, branch=branch, revision=start, exist_ok=False)
+                except hf.errors.HfHubHTTPError as e:
+                    if getattr(e.response, "status_code", 0) == 409:
+                        raise NonFastForwardError(u.ref, self.name) from None
+                    raise
+                listed = self.api.list_repo_refs(self.repo_id)
+            hub_head = next(b.target_commit for b in listed.branches if b.name == branch)
         prev_snapshot = store.read_snapshot(store.read_commit(previous).snapshot) if previous else None
         moved = 0
-        with tempfile.TemporaryDirectory(prefix="push-", dir=store.tmp_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix="adaptvc-push-") as tmp:
             for oid in chain:
                 commit = store.read_commit(oid)
                 snapshot = store.read_snapshot(commit.snapshot)
                 ops, size = self._operations(store, commit, snapshot, prev_snapshot, Path(tmp))
-                try:
-                    info = self.api.create_commit(
-                        self.repo_id, ops, commit_message=commit.summary or f"adaptvc {oid[:12]}",
-                        commit_description="\n".join(commit.message.splitlines()[1:]).strip() or None,
-                        revision=branch, parent_commit=hub_head)
-                except hf.errors.HfHubHTTPError as e:
-                    if getattr(e.response, "status_code", None) == 412:
-                        raise NonFastForwardError(u.ref, self.name) from None
-                    raise RemoteError(self._explain(e)) from None
+                with self._calling():
+                    try:
+                        info = self.api.create_commit(
+                            self.repo_id, ops, commit_message=commit.summary or f"adaptvc {oid[:12]}",
+                            commit_description="\n".join(commit.message.splitlines()[1:]).strip() or None,
+                            revision=branch, parent_commit=hub_head)
+                    except hf.errors.HfHubHTTPError as e:
+                        if getattr(e.response, "status_code", None) == 412:
+                            raise NonFastForwardError(u.ref, self.name) from None
+                        raise
                 hub_head = info.oid
                 self._ids[hub_head] = oid
                 self._hub_of[oid] = hub_head
@@ -391,7 +466,7 @@ class HubRemote(Remote):
         ops += [hf.CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card),
                 hf.CommitOperationAdd(path_in_repo=SNAPSHOT_FILE, path_or_fileobj=snap_bytes),
                 hf.CommitOperationAdd(path_in_repo=COMMIT_FILE, path_or_fileobj=commit.encode())]
-        return ops, size + len(card) + len(snap_bytes)
+        return ops, size
 
     # -- importing a plain PEFT repository ------------------------------------------------------------------
     def _import_plain_repository(self, refs: Any) -> dict[str, str]:
@@ -399,29 +474,33 @@ class HubRemote(Remote):
         store = self.local
         assert store is not None
         out: dict[str, str] = {}
+        limits = {CONFIG_NAME: MAX_CONFIG_FILE, WEIGHTS_NAME: 1 << 40, CARD: MAX_PLAIN_FILE}
         for branch in refs.branches:
-            history = list(reversed(self.api.list_repo_commits(self.repo_id, revision=branch.target_commit)))
+            if HEADS + branch.name not in self._heads:
+                continue  # a name that cannot be a local branch
+            with self._calling():
+                history = list(reversed(list(self.api.list_repo_commits(self.repo_id,
+                                                                        revision=branch.target_commit))))
             parent: str | None = None
             for info in history:
                 if self._ids.get(info.commit_id):
                     parent = self._ids[info.commit_id]
                     continue
-                with tempfile.TemporaryDirectory(prefix="import-", dir=store.tmp_dir) as tmp:
+                with tempfile.TemporaryDirectory(prefix="adaptvc-import-") as tmp:
                     folder = Path(tmp)
                     try:
-                        for name in (CONFIG_NAME, WEIGHTS_NAME, CARD):
-                            status, body = self._get(name, info.commit_id)
-                            if status != 404:
-                                (folder / name).write_bytes(body)
+                        for name, limit in limits.items():
+                            self._download_to(name, info.commit_id, folder / name, limit)
                         files = find_adapter_files(folder)
+                    except RemoteError:
+                        raise
                     except AdaptvcError:
                         continue  # this Hub commit holds no adapter (e.g. the initial .gitattributes)
                     snapshot = build_snapshot(files, store)
-                    store.put_snapshot(snapshot)
                     cfg = read_config(folder)
                     base = cfg.get("base_model_name_or_path")
-                    commit = Commit(
-                        snapshot=snapshot.id, parents=(parent,) if parent else (),
+                    commit = write_commit(
+                        store, snapshot, parents=(parent,) if parent else (),
                         message=(info.title or "").strip() + (f"\n\n{info.message.strip()}" if info.message else ""),
                         author=", ".join(info.authors or []) or "unknown",
                         timestamp=info.created_at.isoformat() if info.created_at else "",
@@ -429,9 +508,6 @@ class HubRemote(Remote):
                                      cfg.get("revision") if isinstance(cfg.get("revision"), str) else None),
                         metadata={"hub_commit": info.commit_id},
                     )
-                    store.flush()
-                    store.put_commit(commit)
-                    store.flush()
                     self._ids[info.commit_id] = commit.id
                     self._hub_of[commit.id] = info.commit_id
                     parent = commit.id
@@ -439,7 +515,7 @@ class HubRemote(Remote):
                 out[HEADS + branch.name] = parent
         for tag in refs.tags:
             oid = self._ids.get(tag.target_commit)
-            if oid:
+            if oid and TAGS + tag.name in self._heads:
                 out[TAGS + tag.name] = oid
         return out
 
@@ -453,4 +529,3 @@ def _ranges(parts: list[tuple[str, int, int]]) -> list[list[tuple[str, int, int]
         else:
             groups.append([part])
     return groups
-

@@ -1,0 +1,72 @@
+"""Commands that keep a store healthy: fsck, gc, unlock."""
+
+from __future__ import annotations
+
+import click
+
+from ..context import CliError, State, pass_state
+from ..options import Duration, json_option
+from ..progress import BarProgress
+from ..render import echo_json, human_bytes, short
+
+
+@click.command()
+@json_option
+@pass_state
+def fsck(state: State, as_json: bool) -> None:
+    """Re-hash every object and check that the history is complete; exit 1 if anything is wrong."""
+    report = state.repo.fsck()
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(f"checked {report.objects} objects: {report.reachable} reachable, {report.dangling} dangling")
+        for p in report.problems:
+            by = "; ".join(p.referenced_by) or "nothing (unreachable)"
+            click.echo(f"bad {p.kind} {p.oid}: {p.problem}\n    needed by: {by}")
+        for lock in report.stale_locks:
+            click.echo(f"stale lock {lock.path} (process {lock.pid} is gone): run 'adaptvc unlock'")
+        if report.ok:
+            click.echo("ok")
+    if not report.ok:
+        raise CliError(f"{len(report.problems)} bad object(s); the versions that need them cannot be checked out")
+
+
+@click.command()
+@click.option("-n", "--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--grace", type=Duration(), default="1h", show_default=True,
+              help="Keep unreachable objects younger than this (protects commits in progress).")
+@click.option("--aggressive", is_flag=True, help="Also compress stored tensors (lossless; ids do not change).")
+@json_option
+@pass_state
+def gc(state: State, dry_run: bool, grace: float, aggressive: bool, as_json: bool) -> None:
+    """Remove objects that no branch, tag or reflog entry reaches."""
+    report = state.repo.gc(grace_seconds=grace, dry_run=dry_run, aggressive=aggressive, progress=BarProgress())
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(report.removed)} unreachable objects ({human_bytes(report.bytes_freed)}); "
+               f"kept {report.reachable} reachable and {report.kept_recent} recent")
+    for oid in report.removed[:20] if dry_run else []:
+        click.echo(f"  {short(oid, 32)}")
+    if report.bytes_compressed:
+        click.echo(f"compressed stored tensors: {human_bytes(report.bytes_compressed)} saved")
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Remove every lock, even one a running process may hold.")
+@pass_state
+def unlock(state: State, force: bool) -> None:
+    """Clear ref locks left behind by a killed adaptvc process."""
+    refs = state.repo.refs
+    removed = refs.clear_stale_locks(force=force)
+    for lock in removed:
+        click.echo(f"removed {lock.path}")
+    live = [lock for lock in refs.locks()]
+    for lock in live:
+        click.echo(f"kept {lock.path}: process {lock.pid} on {lock.host} is still running (use --force if not)")
+    if not removed and not live:
+        click.echo("no locks")
+
+
+COMMANDS = [fsck, gc, unlock]

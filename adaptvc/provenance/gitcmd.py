@@ -1,0 +1,120 @@
+"""The one way adaptvc talks to git: through GitPython (imported only when a git repository is at hand), with
+every command a repository could configure switched off.
+
+A repository's own config may name commands that git runs on its own: ``core.fsmonitor`` (on every status),
+filter drivers (``filter.<name>.clean/smudge/process``, run whenever a file's content is hashed), hooks. A
+work tree is someone else's code as often as it is yours, so every git call made here overrides them with
+``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``/``GIT_CONFIG_VALUE_n`` (which beat every config file): no fsmonitor,
+no hooks, and every filter driver defined anywhere in the config emptied (git then copies content as is).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import AdaptvcError
+
+#: the git operations adaptvc runs take milliseconds; a hung git must not hang a commit
+TIMEOUT = 30
+
+
+def _git_module() -> Any | None:
+    if shutil.which("git") is None:
+        return None
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    try:
+        import git
+    except ImportError:
+        return None
+    return git
+
+
+def open_repo(path: str | os.PathLike[str]) -> Any | None:
+    """The git repository containing ``path`` (a GitPython ``Repo``), or None: no git, or not in one."""
+    git = _git_module()
+    if git is None:
+        return None
+    folder = Path(path)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        repo = git.Repo(folder, search_parent_directories=True)
+    except (git.exc.InvalidGitRepositoryError, git.exc.NoSuchPathError, OSError, ValueError):
+        return None
+    if repo.bare or repo.working_tree_dir is None:
+        return None
+    return repo
+
+
+def safe_environment(repo: Any) -> dict[str, str]:
+    """Environment that makes git run none of the commands the repository's config names."""
+    overrides = [("core.fsmonitor", "false"), ("core.hooksPath", os.devnull), ("core.untrackedCache", "false"),
+                 ("core.pager", "cat"), ("diff.external", "")]
+    try:
+        reader = repo.config_reader()
+        drivers = sorted({s[len('filter "'):-1] for s in reader.sections() if s.startswith('filter "')})
+    except Exception:  # an unreadable config: git itself will complain; override nothing more
+        drivers = []
+    for name in drivers:
+        overrides += [(f"filter.{name}.clean", ""), (f"filter.{name}.smudge", ""), (f"filter.{name}.process", ""),
+                      (f"filter.{name}.required", "false")]
+    env = {"GIT_CONFIG_COUNT": str(len(overrides)), "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0",
+           "GIT_PAGER": "cat"}
+    for i, (key, value) in enumerate(overrides):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    return env
+
+
+def run(repo: Any, *args: str, check: bool = True) -> str:
+    """``git ARGS`` in ``repo``'s work tree with :func:`safe_environment`; stdout, stripped."""
+    git = _git_module()
+    assert git is not None
+    try:
+        with repo.git.custom_environment(**safe_environment(repo)):
+            out = repo.git.execute(["git", *args], with_extended_output=True, with_exceptions=False,
+                                   kill_after_timeout=TIMEOUT, strip_newline_in_stdout=True)
+    except (git.exc.GitCommandError, git.exc.GitCommandNotFound, OSError) as e:
+        raise AdaptvcError(f"git {' '.join(args)} failed: {e}") from None
+    status, stdout, stderr = out
+    if check and status != 0:
+        first = stderr.strip().splitlines()[0] if stderr.strip() else f"exit {status}"
+        raise AdaptvcError(f"git {' '.join(args)} failed: {first}")
+    return stdout.strip()
+
+
+def work_tree(repo: Any) -> Path:
+    return Path(repo.working_tree_dir)
+
+
+def config_value(repo: Any, section: str, option: str) -> str | None:
+    """A value from the repository's (and the user's) git config, read without running anything."""
+    try:
+        value = repo.config_reader().get_value(section, option, default=None)
+    except Exception:
+        return None
+    return None if value is None else str(value)
+
+
+def user_identity(path: str | os.PathLike[str]) -> tuple[str | None, str | None]:
+    """git's ``user.name`` and ``user.email`` as seen from ``path`` (repository, global and system config)."""
+    repo = open_repo(path)
+    if repo is not None:
+        return config_value(repo, "user", "name"), config_value(repo, "user", "email")
+    git = _git_module()
+    if git is None:
+        return None, None
+    home = Path(os.path.expanduser("~"))
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "git" / "config"
+    files = [str(p) for p in (xdg, home / ".gitconfig") if p.is_file()]
+    if not files:
+        return None, None
+    try:
+        reader = git.GitConfigParser(files, read_only=True)
+        name, email = reader.get_value("user", "name", default=None), reader.get_value("user", "email", default=None)
+    except Exception:
+        return None, None
+    return (str(name) if name else None), (str(email) if email else None)
