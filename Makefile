@@ -7,7 +7,7 @@ STAMP := $(VENV)/.adaptvc-installed
 # The CPU wheel of torch; users may install any torch they like, tests and CI pin this one.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The fast tier: every test that needs no torch, without the races and kills (about 20 s).
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --fast
 
 # The benchmark also runs git-lfs (Debian) and DVC (PyPI, in its own venv) when they can be installed.
 bench: $(STAMP)

@@ -63,10 +63,9 @@ def saved_model(model: Any, tmp_root: Path, adapter_name: str | None = None) -> 
 def _state_dict_from_store(store: ObjectStore, snapshot: Snapshot, weights_path: str) -> dict[str, Any]:
     """Tensors of one safetensors file of a snapshot, built from the store's verified blobs."""
     torch, _ = _import_torch_peft()
-    dtypes = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-              "BOOL": torch.bool, "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
-              "F8_E5M2": getattr(torch, "float8_e5m2", None)}
+    from .safetensors_format import DTYPES
+
+    dtypes = {name: getattr(torch, d.torch, None) for name, d in DTYPES.items() if d.torch}
     entry = snapshot.file(weights_path)
     if entry is None or entry.layout is None:
         raise NoAdapterError(weights_path, "this version has no such weights file")

@@ -18,14 +18,30 @@ from .parsing import json_depth_ok
 #: Same bound as the safetensors library: a header is JSON text describing tensors, never this large.
 MAX_HEADER_SIZE = 100_000_000
 
-#: Bits per element of each dtype the safetensors format defines.
-DTYPE_BITS: dict[str, int] = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32, "C64": 64,
-    "I64": 64, "U64": 64, "F64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+@dataclass(frozen=True)
+class DType:
+    """One dtype of the safetensors format: its size, and its names in numpy and torch where they have one."""
+
+    bits: int
+    numpy: str | None = None  # the numpy dtype of the raw little-endian values, when numpy has it
+    torch: str | None = None  # the attribute of the torch module
+    floating: bool = False
+
+
+#: The one table of dtypes: every other module (numpy conversion, compression, torch loading) derives from it.
+DTYPES: dict[str, DType] = {
+    "BOOL": DType(8, "u1", "bool"), "U8": DType(8, "u1", "uint8"), "I8": DType(8, "i1", "int8"),
+    "F8_E5M2": DType(8, None, "float8_e5m2", True), "F8_E4M3": DType(8, None, "float8_e4m3fn", True),
+    "F8_E8M0": DType(8, None, "float8_e8m0fnu", True),
+    "I16": DType(16, "<i2", "int16"), "U16": DType(16, "<u2", "uint16"), "F16": DType(16, "<f2", "float16", True),
+    "BF16": DType(16, None, "bfloat16", True),
+    "I32": DType(32, "<i4", "int32"), "U32": DType(32, "<u4", "uint32"), "F32": DType(32, "<f4", "float32", True),
+    "C64": DType(64, "<c8", "complex64"),
+    "I64": DType(64, "<i8", "int64"), "U64": DType(64, "<u8", "uint64"), "F64": DType(64, "<f8", "float64", True),
+    "F4": DType(4, None, None, True), "F6_E2M3": DType(6, None, None, True), "F6_E3M2": DType(6, None, None, True),
 }
+#: Bits per element of each dtype the safetensors format defines.
+DTYPE_BITS: dict[str, int] = {name: d.bits for name, d in DTYPES.items()}
 
 
 @dataclass(frozen=True)

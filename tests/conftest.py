@@ -19,11 +19,52 @@ os.environ["HF_HUB_CACHE"] = os.path.join(_HF_HOME, "hub")
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")  # the local test Hub speaks classic LFS, not Xet
 warnings.filterwarnings("ignore", category=FutureWarning)
 
+import ast  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
-from tests import helpers  # noqa: E402
-
 pytest_plugins = ["tests.hubserver"]  # the `hub` fixture: a local Hub-compatible server
+
+#: what makes a test module slow to even import: it builds live models (torch, transformers, peft)
+_HEAVY_MODULES = {"torch", "peft", "transformers", "tests.helpers"}
+_HEAVY_FIXTURES = {"base_dir", "lora_model", "repo_dir"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true",
+                     help="the fast tier: only test modules that need no torch (make test-fast)")
+
+
+def needs_torch(path: Path) -> bool:
+    """Whether a test module imports torch/peft/transformers (or the helpers that do) or uses a fixture
+    that builds a live model."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] in _HEAVY_MODULES or a.name in _HEAVY_MODULES
+                                                for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if module.split(".")[0] in _HEAVY_MODULES or module in _HEAVY_MODULES or \
+                    (module == "tests" and any(a.name == "helpers" for a in node.names)):
+                return True
+        if isinstance(node, ast.arg) and node.arg in _HEAVY_FIXTURES:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--fast"):
+        kept = [i for i in items if i.get_closest_marker("slow") is None]
+        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("slow") is not None])
+        items[:] = kept
+
+
+def pytest_ignore_collect(collection_path, config):
+    if config.getoption("--fast") and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return needs_torch(Path(collection_path))
+    return None
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +78,8 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def base_dir(tmp_path_factory):
     """A tiny Llama base model saved once per test session."""
+    from tests import helpers
+
     path = tmp_path_factory.mktemp("base")
     helpers.tiny_base().save_pretrained(path)
     return path
@@ -44,6 +87,8 @@ def base_dir(tmp_path_factory):
 
 @pytest.fixture
 def lora_model():
+    from tests import helpers
+
     return helpers.lora_model()
 
 
@@ -51,6 +96,7 @@ def lora_model():
 def repo_dir(tmp_path):
     """A fresh repository whose work tree holds a saved LoRA adapter (not yet committed)."""
     from adaptvc import Repository
+    from tests import helpers
 
     work = tmp_path / "work"
     Repository.init(work)

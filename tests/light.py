@@ -152,3 +152,16 @@ def peak_rss(work: str | os.PathLike[str] | None, *args: str, cwd: str | os.Path
     code = next((int(x.split()[1]) if x.split()[1].isdigit() else None for x in lines if x.startswith("exit ")), 0)
     rest = "\n".join(x for x in lines[:-1] if not x.startswith("exit "))
     return int(lines[-1]), code, rest
+
+
+def zstd_bomb(megabytes: int = 1500) -> bytes:
+    """A zstd frame of a few tens of kilobytes that inflates to ``megabytes`` MB of zeros (no size declared)."""
+    import zstandard
+
+    w = zstandard.ZstdCompressor(level=1).compressobj()
+    zeros = b"\0" * (1 << 20)
+    out = bytearray()
+    for _ in range(megabytes):
+        out += w.compress(zeros)
+    out += w.flush()
+    return bytes(out)

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptvc import Repository
-from adaptvc.storage.compression import compress, decompress
 from adaptvc.errors import AdaptvcError, CorruptObjectError
+from adaptvc.storage.compression import compress, decompress
 from tests import helpers
 
 

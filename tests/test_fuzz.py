@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from adaptvc.errors import AdaptvcError, InvalidAdapterError, InvalidRefNameError, RevisionError
 from adaptvc.objects import Snapshot
-from adaptvc.refnames import check_ref_name
 from adaptvc.ops.revisions import parse_revision
+from adaptvc.refnames import check_ref_name
 from adaptvc.safetensors_format import read_header
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -343,8 +343,8 @@ def test_large_tensors_are_streamed(repo_dir, tmp_path, monkeypatch):
 
 
 def test_stat_cache_skips_unchanged_files_and_never_misses_a_change(repo_dir, monkeypatch):
-    from adaptvc.storage import stat_cache as index_module
     from adaptvc.ops import capture as snapshot_module
+    from adaptvc.storage import stat_cache as index_module
 
     reads = []
     real = snapshot_module._snapshot_safetensors_file

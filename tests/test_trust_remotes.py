@@ -26,6 +26,7 @@ from tests.light import (
     proc,
     put_raw_object,
     write_adapter,
+    zstd_bomb,
 )
 
 
@@ -152,12 +153,11 @@ def test_a_planted_link_in_a_shared_remote_cannot_redirect_a_push(tmp_path, monk
 def test_a_compression_bomb_from_a_remote_is_stopped(tmp_path):
     import struct
 
-    import zstandard
 
     remote = tmp_path / "remote"
     origin = pushed(tmp_path, str(remote))
     tensor = max(origin.show("HEAD").snapshot.tensors(), key=lambda nt: nt[1].size)[1]
-    packed = zstandard.ZstdCompressor(level=19).compress(b"\x00" * (1500 << 20))
+    packed = zstd_bomb(1500)
     container = b"AVZ1" + struct.pack("<BQ", 1, tensor.size) + struct.pack("<B", 1) + \
         struct.pack("<BQ", 1, len(packed)) + packed
     p = remote / "objects" / tensor.blob[:2] / tensor.blob[2:]

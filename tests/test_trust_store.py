@@ -35,6 +35,7 @@ from tests.light import (
     peak_rss,
     proc,
     write_adapter,
+    zstd_bomb,
 )
 
 
@@ -260,9 +261,8 @@ def test_a_compressed_object_declaring_2_to_the_62_bytes_is_reported_not_allocat
 
 def test_a_decompression_bomb_is_stopped_while_streaming(committed, tmp_path):
     """45 KB that inflate to 1.5 GB, under a header claiming 1 KB: memory stays bounded."""
-    import zstandard
 
-    packed = zstandard.ZstdCompressor(level=19).compress(b"\x00" * (1500 << 20))
+    packed = zstd_bomb(1500)
     container = b"AVZ1" + struct.pack("<BQ", 1, 1024) + struct.pack("<B", 1) + struct.pack("<BQ", 1, len(packed)) \
         + packed
     _replace_with_compressed(committed, container)
@@ -285,6 +285,7 @@ def test_a_reflog_that_cannot_be_written_does_not_hide_a_commit_that_landed(comm
 
 
 # -- races and debris ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_gc_with_no_grace_cannot_delete_a_commit_in_progress(tmp_path):
     """gc --grace 0 in a loop while 20 commits land: all 20 reachable, fsck clean."""
     work = tmp_path / "work"
@@ -316,6 +317,7 @@ def test_gc_with_no_grace_cannot_delete_a_commit_in_progress(tmp_path):
     ok(cli(work, "fsck"))
 
 
+@pytest.mark.slow
 def test_killed_checkouts_leave_no_debris_after_the_next_checkout(tmp_path):
     work = big_adapter(tmp_path / "work", seed=1, mbytes=48)
     Repository.init(work)
@@ -353,6 +355,9 @@ def test_a_second_checkout_into_a_folder_being_written_waits_or_is_refused(tmp_p
         repo.checkout(rev, tmp_path / f"ref-{rev}")
         expected[rev] = digest(tmp_path / f"ref-{rev}")
     out = tmp_path / "serve"
+    from adaptvc.ops import materialise
+
+    monkeypatch.setattr(materialise, "LOCK_TIMEOUT", 0.5)
     paused, release = threading.Event(), threading.Event()
     real_replace, real_rename = os.replace, os.rename
 
@@ -380,6 +385,7 @@ def test_a_second_checkout_into_a_folder_being_written_waits_or_is_refused(tmp_p
     assert got in (expected["HEAD"], expected["HEAD~1"]), "a folder mixes two versions"
 
 
+@pytest.mark.slow
 def test_two_checkouts_into_one_folder_never_mix_versions(tmp_path):
     work = big_adapter(tmp_path / "work", seed=1, mbytes=24)
     Repository.init(work)

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ..errors import AdaptvcError, AdaptvcWarning
 from .context import CliError, State
 

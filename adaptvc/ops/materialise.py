@@ -49,8 +49,9 @@ LOOKAHEAD = 4
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[int]:
+def folder_lock(folder: Path, timeout: float | None = None) -> Iterator[int]:
     """Hold ``folder``'s checkout lock (creating the folder if needed); yields the folder's descriptor."""
+    timeout = LOCK_TIMEOUT if timeout is None else timeout
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 

@@ -31,7 +31,7 @@ from ..errors import AdaptvcError, ChecksumMismatchError, InvalidRefNameError
 from ..hashing import hash_bytes
 from ..objects import BasePin, Commit, Snapshot, decode_json_object
 from ..ops.capture import MAX_CONFIG_FILE, MAX_PLAIN_FILE, build_snapshot, find_adapter_files, read_config
-from ..ops.graph import first_parent_chain
+from ..ops.graph import first_parent_chain, walk
 from ..ops.materialise import materialise
 from ..ops.record import write_commit
 from ..peft_layout import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
@@ -451,12 +451,7 @@ class HubRemote(Remote):
             size += f.size
         for path in sorted(set(before) - {f.path for f in snapshot.files}):
             ops.append(hf.CommitOperationDelete(path_in_repo=hub_path(path)))
-        history = []
-        oid: str | None = commit.id
-        while oid is not None and len(history) < 50:
-            c = store.read_commit(oid)
-            history.append(c)
-            oid = c.parents[0] if c.parents else None
+        history = list(walk(store, [commit.id], max_count=50, first_parent=True))
         config = {}
         if snapshot.file(CONFIG_NAME) is not None:
             with contextlib.suppress(Exception):

@@ -21,11 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import CorruptObjectError
+from ..safetensors_format import DTYPES
 
 MAGIC = b"AVZ1"
 #: keep a compressed copy only when it is at most this fraction of the raw bytes
 WORTHWHILE = 0.92
-ELEMENT_SIZE = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8}
+#: dtypes whose bytes are grouped by position: floating point of 2, 4 or 8 bytes
+ELEMENT_SIZE = {name: d.bits // 8 for name, d in DTYPES.items() if d.floating and d.bits in (16, 32, 64)}
 BF16_CODEC = 66
 CODECS = {1: 1, 2: 2, 4: 4, 8: 8, BF16_CODEC: 2}  # codec -> number of groups
 LEVEL = 1  # for byte planes of weights, level 1 compresses as well as 9 (its entropy coder does the work), fastest

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-_DIRECT = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
-    "BOOL": np.dtype("u1"),
-}
+from ..safetensors_format import DTYPES
+
+_DIRECT = {name: np.dtype(d.numpy) for name, d in DTYPES.items() if d.numpy and not name.startswith("C")}
 _ITEMSIZE = {**{k: v.itemsize for k, v in _DIRECT.items()}, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
 #: dtypes whose values adaptvc can compute with
 NUMERIC_DTYPES = frozenset(_ITEMSIZE)

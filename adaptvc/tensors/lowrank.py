@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ..peft_layout import PEFT_PREFIX as _PEFT_PREFIX
+
 _LORA = re.compile(r"^(?P<module>.+)\.lora_(?P<embedding>embedding_)?(?P<factor>[AB])(?:\.weight)?$")
-_PEFT_PREFIX = "base_model.model."
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,7 @@ def reflog(state: State, ref: str, as_json: bool) -> None:
         f"refs/tags/{ref}" if ref in repo.tags() and ref not in repo.branches() else f"refs/heads/{ref}")
     entries = repo.refs.reflog(full)
     if as_json:
-        echo_json([{"ref": e.ref, "old": e.old, "new": e.new, "time": e.time, "message": e.message}
-                   for e in entries])
+        echo_json([e.to_json() for e in entries])
         return
     for i, e in enumerate(entries):
         t = datetime.fromtimestamp(e.time, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
