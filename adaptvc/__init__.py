@@ -18,15 +18,18 @@ _LAZY = {
     "Version": "adaptvc.repository",
     "load": "adaptvc.repository",
     "Status": "adaptvc.ops.status",
+    "hotswap": "adaptvc.serving.hotswap",
 }
 
-__all__ = ["AdaptvcError", "BasePin", "Commit", "Repository", "Snapshot", "Status", "Version", "__version__", "load"]
+__all__ = ["AdaptvcError", "BasePin", "Commit", "Repository", "Snapshot", "Status", "Version", "__version__", "hotswap",
+           "load"]
 
 if TYPE_CHECKING:
     from .errors import AdaptvcError
     from .objects import BasePin, Commit, Snapshot
     from .ops.status import Status
     from .repository import Repository, Version, load
+    from .serving.hotswap import hotswap
 
 
 def __getattr__(name: str) -> Any:

@@ -16,8 +16,10 @@ Folder fingerprints are cached by file path, size and mtime, so a commit does no
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -39,6 +41,10 @@ from .tensors.dtypes import NUMERIC_DTYPES, itemsize, to_float64
 
 SAMPLE_HEAD = 256
 SAMPLE_STRIDED = 256
+SKETCH_SIZE = 16
+SKETCH_SEED = 20261125
+#: bf16 keeps 8 bits of mantissa: its rounding moves a projection by at most 2⁻⁸ of the norm
+SKETCH_TOLERANCE = 2.0 ** -7
 
 
 class BaseMismatchError(AdaptvcError):
@@ -51,41 +57,80 @@ class BaseMismatchError(AdaptvcError):
 
 @dataclass(frozen=True)
 class Fingerprint:
+    """What identifies a base model, for the weights an adapter targets.
+
+    ``arch`` hashes ``model_type``/``architectures``; ``layout`` the names and shapes of the targeted weights;
+    ``weights`` a deterministic sample of their values (exact: the format-1 check); ``sketch`` 16 random
+    projections of that sample and its norm (format 2), compared with a tolerance of 2⁻⁷ of the norm: the
+    same base stored in bf16, fp16 or fp32 matches, a different model does not (a chance of about 1e-14)."""
+
     arch: str
     layout: str
     weights: str
+    sketch: tuple[float, ...] = ()
+    #: a live base whose targeted weights are quantized (4-bit/8-bit): only its architecture can be compared
+    quantized: bool = False
 
     def encode(self) -> str:
-        return f"fp1:arch={self.arch};layout={self.layout};weights={self.weights}"
+        sketch = base64.b64encode(struct.pack(f"<{len(self.sketch)}f", *self.sketch)).decode()
+        return f"fp2:arch={self.arch};layout={self.layout};weights={self.weights};sketch={sketch}"
 
     @classmethod
     def parse(cls, text: str | None) -> Fingerprint | None:
-        if not text or not text.startswith("fp1:"):
+        if not text or not text.startswith(("fp1:", "fp2:")):
             return None
         parts = dict(p.split("=", 1) for p in text[4:].split(";") if "=" in p)
         if not {"arch", "layout", "weights"} <= parts.keys():
             return None
-        return cls(parts["arch"], parts["layout"], parts["weights"])
+        sketch: tuple[float, ...] = ()
+        if text.startswith("fp2:"):
+            try:
+                raw = base64.b64decode(parts.get("sketch", ""), validate=True)
+                sketch = struct.unpack(f"<{len(raw) // 4}f", raw[: len(raw) // 4 * 4])
+            except (ValueError, struct.error):
+                return None
+        return cls(parts["arch"], parts["layout"], parts["weights"], sketch)
 
-    def differences(self, other: Fingerprint) -> list[str]:
-        labels = {"arch": "architecture (model_type / architectures)",
-                  "layout": "names or shapes of the targeted weights",
-                  "weights": "values of the targeted weights"}
-        return [f"{labels[k]} differ from the pinned base" for k in ("arch", "layout", "weights")
-                if getattr(self, k) != getattr(other, k)]
+    def values_match(self, other: Fingerprint) -> bool:
+        if not self.sketch or not other.sketch:  # a format-1 pin: exact sample hashes
+            return self.weights == other.weights
+        if len(self.sketch) != len(other.sketch):
+            return False
+        norm = max(abs(self.sketch[0]), abs(other.sketch[0]))
+        return all(abs(x - y) <= SKETCH_TOLERANCE * norm + 1e-30 for x, y in zip(self.sketch, other.sketch,
+                                                                                  strict=True))
+
+    def differences(self, pinned: Fingerprint) -> list[str]:
+        out = []
+        if self.arch != pinned.arch:
+            out.append("architecture (model_type / architectures) differs from the pinned base")
+        if self.quantized:
+            return out  # packed weights: their shapes and values say nothing about the original
+        if self.layout != pinned.layout:
+            out.append("names or shapes of the targeted weights differ from the pinned base")
+        elif not self.values_match(pinned):
+            out.append("values of the targeted weights differ from the pinned base")
+        return out
 
 
 # -- what the adapter needs from its base ------------------------------------------------------------------
-def target_modules(snapshot: Snapshot, folder: str = "") -> dict[str, tuple[int, int] | None]:
-    """``{base module name: expected (d_out, d_in) or None}`` for the adapter in ``folder`` of a snapshot."""
+def target_modules(snapshot: Snapshot, folder: str = "", config: dict[str, Any] | None = None,
+                   ) -> dict[str, tuple[int, int] | None]:
+    """``{base module name: expected weight shape or None}`` for the adapter in ``folder`` of a snapshot.
+
+    Only per-module adapter tensors count (VeRA's shared ``base_model.vera_A`` is not a module); a LoRA
+    module expects a ``(d_out, d_in)`` weight, or ``(d_in, d_out)`` for the transposed Conv1D layers of GPT-2
+    (``fan_in_fan_out`` in the adapter config)."""
     prefix = f"{folder}/" if folder else ""
+    transposed = bool((config or {}).get("fan_in_fan_out"))
     factors: dict[str, dict[str, tuple[int, ...]]] = {}
     for name, t in snapshot.tensors():
         if not name.startswith(prefix) or "/" in name[len(prefix):]:
             continue
         local = name[len(prefix):]
-        local = local[len(_PEFT_PREFIX):] if local.startswith(_PEFT_PREFIX) else local
-        parts = local.split(".")
+        if not local.startswith(_PEFT_PREFIX):
+            continue  # shared adapter tensors (VeRA's projections) belong to no module
+        parts = local[len(_PEFT_PREFIX):].split(".")
         cut = next((i for i, p in enumerate(parts) if p.startswith(_ADAPTER_PARTS)), None)
         if not cut:
             continue
@@ -94,8 +139,17 @@ def target_modules(snapshot: Snapshot, folder: str = "") -> dict[str, tuple[int,
     out: dict[str, tuple[int, int] | None] = {}
     for module, f in factors.items():
         a, b = f.get("lora_A"), f.get("lora_B")
-        out[module] = (b[0], a[1]) if a and b and len(a) == 2 and len(b) == 2 else None
+        if a and b and len(a) == 2 and len(b) == 2:
+            out[module] = (a[1], b[0]) if transposed else (b[0], a[1])
+        else:
+            out[module] = None
     return out
+
+
+def pinned_folder(snapshot: Snapshot) -> str:
+    """The adapter folder whose targets select the weights a pin fingerprints (the first one, sorted)."""
+    folders = sorted({f.path.rpartition("/")[0] for f in snapshot.files if f.path.endswith("adapter_config.json")})
+    return folders[0] if folders else ""
 
 
 def _arch_hash(config: dict[str, Any]) -> str:
@@ -109,12 +163,24 @@ def _sample_indices(n: int) -> np.ndarray:
     return np.concatenate([head, strided])
 
 
+def _sketch(values: np.ndarray) -> tuple[float, ...]:
+    """The norm of the sample and ``SKETCH_SIZE`` projections on fixed random ±1/√n directions."""
+    x = values.astype(np.float64)
+    if x.size == 0:
+        return ()
+    signs = np.random.default_rng(SKETCH_SEED).integers(0, 2, size=(SKETCH_SIZE, x.size)) * 2 - 1
+    proj = signs @ x / math.sqrt(x.size)
+    return (float(np.linalg.norm(x)), *(float(p) for p in proj))
+
+
 def _fingerprint(config: dict[str, Any], weights: dict[str, tuple[tuple[int, ...], np.ndarray]]) -> Fingerprint:
     """``weights``: {name: (shape, sampled values as float32)} of the targeted base weights."""
     names = sorted(weights)
     layout = json.dumps([[n, list(weights[n][0])] for n in names]).encode()
-    values = b"".join(weights[n][1].astype("<f4").tobytes() for n in names)
-    return Fingerprint(_arch_hash(config), hash_bytes(layout)[:16], hash_bytes(values)[:16])
+    samples = [weights[n][1].astype("<f4") for n in names]
+    values = b"".join(s.tobytes() for s in samples)
+    sketch = _sketch(np.concatenate(samples)) if samples else ()
+    return Fingerprint(_arch_hash(config), hash_bytes(layout)[:16], hash_bytes(values)[:16], sketch)
 
 
 # -- a base model in a folder ------------------------------------------------------------------------------
@@ -147,7 +213,7 @@ def folder_fingerprint(folder: Path, targets: dict[str, tuple[int, int] | None],
     wrong shapes). Cached in ``cache_file`` by the files' path, size and mtime."""
     files = [f for f in [*sorted(folder.glob("*.safetensors")), folder / "config.json"] if f.exists()]
     stats = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-    key = hash_bytes(json.dumps([stats, sorted(targets)]).encode())
+    key = hash_bytes(json.dumps(["fp2", stats, sorted(targets), sorted(targets.items())]).encode())
     cache: dict[str, Any] = {}
     if cache_file is not None:
         try:
@@ -158,9 +224,10 @@ def folder_fingerprint(folder: Path, targets: dict[str, tuple[int, int] | None],
         if not isinstance(cache, dict):
             cache = {}
         hit = cache.get(key)
-        if isinstance(hit, dict) and all(isinstance(hit.get(k), str) for k in ("arch", "layout", "weights")) \
-                and isinstance(hit.get("problems"), list):
-            return Fingerprint(hit["arch"], hit["layout"], hit["weights"]), [str(p) for p in hit["problems"]]
+        if isinstance(hit, dict) and isinstance(hit.get("fingerprint"), str) and isinstance(hit.get("problems"), list):
+            fp = Fingerprint.parse(hit["fingerprint"])
+            if fp is not None:
+                return fp, [str(p) for p in hit["problems"]]
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
@@ -176,7 +243,7 @@ def folder_fingerprint(folder: Path, targets: dict[str, tuple[int, int] | None],
             weights[name] = (tuple(info.shape), sample)
     fp = _fingerprint(config if isinstance(config, dict) else {}, weights)
     if cache_file is not None:
-        cache[key] = {"arch": fp.arch, "layout": fp.layout, "weights": fp.weights, "problems": problems}
+        cache[key] = {"fingerprint": fp.encode(), "problems": problems}
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):  # a cache: best effort
             write_atomic(cache_file.parent, cache_file.name, json.dumps(cache).encode(), durable=False)
@@ -206,6 +273,12 @@ def live_fingerprint(model: Any, targets: dict[str, tuple[int, int] | None]) -> 
     # a model that already carries PEFT layers keeps its original weight at "<module>.base_layer.weight"
     state = {n.replace(".base_layer.", "."): p for n, p in model.named_parameters()
              if not any(part.startswith(_ADAPTER_PARTS) for part in n.split("."))}
+    targeted = [state[f"{m}.weight"] for m in targets if f"{m}.weight" in state]
+    quantized = any(type(p).__name__ in ("Params4bit", "Int8Params") or not p.dtype.is_floating_point
+                    for p in targeted)
+    if quantized:  # bitsandbytes packs weights: their shapes differ from the adapter's expectations
+        problems = _check_targets({m: None for m in targets}, {n: tuple(p.shape) for n, p in state.items()})
+        return Fingerprint(_arch_hash(config), "", "", (), quantized=True), problems
     problems = _check_targets(targets, {n: tuple(p.shape) for n, p in state.items()})
     weights = {}
     with torch.no_grad():
@@ -225,22 +298,29 @@ def _compare(pinned: str | None, fp: Fingerprint, problems: list[str]) -> list[s
     return problems + (fp.differences(pin) if pin is not None else [])
 
 
-def verify_live_base(snapshot: Snapshot, pin: BasePin, model: Any, folder: str = "") -> None:
-    targets = target_modules(snapshot, folder.rstrip("/"))
-    fp, problems = live_fingerprint(model, targets)
+def verify_live_base(snapshot: Snapshot, pin: BasePin, model: Any, folder: str = "",
+                     config: dict[str, Any] | None = None, pinned_config: dict[str, Any] | None = None) -> None:
+    """Check a live base model: the modules of the adapter in ``folder`` exist with the right shapes, and the
+    weights the pin fingerprinted (those of the pinned adapter folder) are the pinned ones."""
+    folder = folder.strip("/")
+    problems = live_fingerprint(model, target_modules(snapshot, folder, config))[1]
+    fp = live_fingerprint(model, target_modules(snapshot, pinned_folder(snapshot), pinned_config or config))[0]
     issues = _compare(pin.fingerprint, fp, problems)
     if issues:
         raise BaseMismatchError(issues)
 
 
 def verify_folder_base(snapshot: Snapshot, pin: BasePin, base: str, folder: str = "",
-                       cache_file: Path | None = None) -> Fingerprint:
+                       cache_file: Path | None = None, config: dict[str, Any] | None = None,
+                       pinned_config: dict[str, Any] | None = None) -> Fingerprint:
     path = resolve_base_folder(base, pin.revision)
     if path is None:
         raise AdaptvcError(f"no base model at {base!r}: give a folder with config.json and *.safetensors, or a "
                            "Hub name that is in the local Hugging Face cache")
-    targets = target_modules(snapshot, folder.rstrip("/"))
-    fp, problems = folder_fingerprint(path, targets, cache_file)
+    folder = folder.strip("/")
+    problems = folder_fingerprint(path, target_modules(snapshot, folder, config), cache_file)[1]
+    fp = folder_fingerprint(path, target_modules(snapshot, pinned_folder(snapshot), pinned_config or config),
+                            cache_file)[0]
     issues = _compare(pin.fingerprint, fp, problems)
     if issues:
         raise BaseMismatchError(issues)
@@ -248,15 +328,14 @@ def verify_folder_base(snapshot: Snapshot, pin: BasePin, base: str, folder: str 
 
 
 def pin_fingerprint(snapshot: Snapshot, name_or_path: str | None, revision: str | None,
-                    cache_file: Path | None = None) -> str | None:
-    """The fingerprint to record in a commit, when its base is at hand; None otherwise (never an error)."""
+                    cache_file: Path | None = None, config: dict[str, Any] | None = None) -> str | None:
+    """The fingerprint to record in a commit, when its base is at hand; None otherwise (never an error).
+    ``config`` is the adapter config of the pinned (first) adapter folder."""
     path = resolve_base_folder(name_or_path, revision)
     if path is None:
         return None
-    folders = sorted({f.path.rpartition("/")[0] for f in snapshot.files if f.path.endswith("adapter_config.json")})
     try:
-        fp, _ = folder_fingerprint(path, target_modules(snapshot, folders[0] if folders else ""),
-                                   cache_file)
+        fp, _ = folder_fingerprint(path, target_modules(snapshot, pinned_folder(snapshot), config), cache_file)
     except (AdaptvcError, OSError, ValueError, struct.error):
         return None
     return fp.encode()

@@ -80,6 +80,20 @@ def _state_dict_from_store(store: ObjectStore, snapshot: Snapshot, weights_path:
     return state
 
 
+def _stored_config(store: ObjectStore, snapshot: Snapshot, path: str) -> dict[str, Any]:
+    from .parsing import JsonError, parse_json
+    from .storage.base import MAX_METADATA_OBJECT
+
+    entry = snapshot.file(path)
+    if entry is None:
+        return {}
+    try:
+        data = parse_json(store.read(entry.hash, MAX_METADATA_OBJECT))
+    except JsonError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def load_into(store: ObjectStore, commit: Commit, snapshot: Snapshot, config_dict: dict[str, Any], model: Any, *,
               adapter_name: str = "default", is_trainable: bool = False, subfolder: str | None = None,
               force: bool = False) -> Any:
@@ -97,10 +111,12 @@ def load_into(store: ObjectStore, commit: Commit, snapshot: Snapshot, config_dic
     if not config_dict:
         raise NoAdapterError(f"version {commit.id[:12]}", f"no {prefix + CONFIG_NAME}")
     if not force:
-        from .basemodel import verify_live_base
+        from .basemodel import pinned_folder, verify_live_base
 
         base = model.get_base_model() if isinstance(model, PeftModel) else model
-        verify_live_base(snapshot, commit.base, base, prefix)
+        first = pinned_folder(snapshot)
+        verify_live_base(snapshot, commit.base, base, prefix, config_dict,
+                         _stored_config(store, snapshot, f"{first}/{CONFIG_NAME}" if first else CONFIG_NAME))
     config_dict.pop("runtime_config", None)
     config = PeftConfig.from_peft_type(**PeftConfig.check_kwargs(**config_dict))
     config.inference_mode = not is_trainable
@@ -119,8 +135,10 @@ def load_into(store: ObjectStore, commit: Commit, snapshot: Snapshot, config_dic
         peft_model = cls(model, config, adapter_name)
     state = _state_dict_from_store(store, snapshot, prefix + WEIGHTS_NAME)
     result = set_peft_model_state_dict(peft_model, state, adapter_name=adapter_name)
+    # VeRA's projections are stored once (base_model.vera_A) and shared by every module's reference to them
+    shared = {k.rpartition(".")[2] for k in state if k.count(".") == 1 and k.startswith("base_model.")}
     missing = [k for k in result.missing_keys if adapter_name in k and any(
-        p in k for p in (*ADAPTER_PARTS, "magnitude"))]
+        p in k for p in (*ADAPTER_PARTS, "magnitude")) and not any(f".{s}." in k for s in shared)]
     if missing:
         raise AdaptvcError(f"{len(missing)} adapter weights did not load (e.g. {missing[0]}); is this the right base?")
     if is_trainable:

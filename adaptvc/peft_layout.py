@@ -38,6 +38,12 @@ PEFT_PREFIX = "base_model.model."
 ADAPTER_PARTS = ("lora_", "ia3_", "hada_", "lokr_", "oft_", "boft_", "vera_", "fourierft_", "ln_tuning")
 
 
+#: adapter config keys whose list value PEFT treats as a set (it writes them in set order, which changes
+#: from one save to the next): compared as sets, so two saves of one adapter are not a change
+SET_VALUED_CONFIG_KEYS = frozenset({"target_modules", "modules_to_save", "exclude_modules", "target_parameters",
+                                    "layers_to_transform", "trainable_token_indices"})
+
+
 def is_training_state(rel: str) -> bool:
     return "/" not in rel and (rel in TRAINING_STATE_FILES or bool(_RNG_STATE.fullmatch(rel)))
 

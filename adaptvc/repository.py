@@ -32,7 +32,7 @@ from .errors import (
     UnsupportedFormatError,
     WouldOverwriteError,
 )
-from .hashing import HASH_NAME
+from .hashing import HASH_NAME, is_object_id
 from .hfcache import resolve_base_folder
 from .live import is_live_model, load_into, saved_model
 from .objects import FORMAT_VERSION, BasePin, Commit, Snapshot
@@ -42,7 +42,7 @@ from .ops.gc import DEFAULT_GRACE_SECONDS
 from .ops.materialise import checkout_into
 from .ops.record import Target, check_inputs, head_target, record
 from .ops.revisions import resolve_revision
-from .ops.status import Status
+from .ops.status import Status, config_changes
 from .ops.worktree import WorkTree
 from .parsing import JsonError, parse_json
 from .peft_layout import CONFIG_NAME, is_config_path, is_training_state
@@ -60,6 +60,8 @@ from .sync import SyncResult
 if TYPE_CHECKING:  # the modules behind diff, fsck and base checks load numpy: import them only when used
     from .ops.fsck import FsckReport
     from .ops.gc import GcReport
+    from .serving.deploy import DeployedReport, DeployResult
+    from .serving.export import ExportResult
     from .tensors.diff import Diff
     from .tensors.reader import TensorReader
 
@@ -116,16 +118,28 @@ class Repository:
             )
         self.store = DiskObjectStore(self.admin_dir)
         self.refs = DiskRefs(self.admin_dir)
-        self.worktree = WorkTree(self.work_tree, self.admin_dir, self.store)
+        self.worktree = WorkTree(self.work_tree, self.admin_dir, self.store, bool(self.config.get("allow_pickle")))
+
+    @property
+    def has_work_tree(self) -> bool:
+        """False for a repository whose versions come only from other folders or live models (what the
+        Trainer callback creates): it has history but no adapter folder of its own."""
+        return self.config.get("work_tree", True) is not False
+
+    def _needs_work_tree(self, what: str) -> None:
+        if not self.has_work_tree:
+            raise AdaptvcError(f"this repository has no work tree (its versions come from checkpoints); {what}")
 
     # -- creating -------------------------------------------------------------------------------------------
     @classmethod
     def init(cls, path: str | os.PathLike[str] = ".", *, base: str | None = None,
-             base_revision: str | None = None, branch: str = DEFAULT_BRANCH) -> Repository:
+             base_revision: str | None = None, branch: str = DEFAULT_BRANCH, work_tree: bool = True) -> Repository:
         """Create ``path/.adaptvc`` (``path`` is created if needed) and return the repository.
 
         ``base``/``base_revision`` pin a default base model for every commit (overriding what the
-        adapter's config says)."""
+        adapter's config says). ``work_tree=False`` makes a repository that only records versions made
+        elsewhere (``commit --from``, a live model, the Trainer callback): no adapter folder of its own, so
+        ``status`` and ``switch`` never report or touch files there."""
         root = Path(path)
         admin = root / ADMIN_DIR
         if admin.exists() or admin.is_symlink():
@@ -141,6 +155,8 @@ class Repository:
             config: dict[str, Any] = {"format": FORMAT_VERSION, "hash": HASH_NAME, "remotes": {}}
             if base or base_revision:
                 config["base"] = {"name_or_path": base, "revision": base_revision}
+            if not work_tree:
+                config["work_tree"] = False
             write_atomic(tmp, "config.json", json.dumps(config, indent=2, sort_keys=True).encode() + b"\n")
             DiskRefs(tmp).init_head(HEADS + branch)
             os.rename(tmp, admin)
@@ -217,7 +233,7 @@ class Repository:
         if resolve_base_folder(local or name, revision) is not None:  # the base is at hand: fingerprint it
             from .basemodel import pin_fingerprint
 
-            fingerprint = pin_fingerprint(snapshot, local or name, revision, self.fingerprint_cache)
+            fingerprint = pin_fingerprint(snapshot, local or name, revision, self.fingerprint_cache, cfg)
         return BasePin(name if isinstance(name, str) else None, revision if isinstance(revision, str) else None,
                        fingerprint, local)
 
@@ -225,15 +241,19 @@ class Repository:
         """Check ``base`` (a folder, a Hub name in the local cache, or a live model) against version ``rev``'s
         pin and its adapter's modules; raise :class:`~adaptvc.basemodel.BaseMismatchError` naming what
         differs. Returns a short description of what was checked."""
-        from .basemodel import target_modules, verify_folder_base, verify_live_base
+        from .basemodel import pinned_folder, target_modules, verify_folder_base, verify_live_base
 
         version = self.show(rev)
         folder = (subfolder or "").strip("/")
+        config = self.config_at(version.snapshot, f"{folder}/{CONFIG_NAME}" if folder else CONFIG_NAME)
+        first = pinned_folder(version.snapshot)
+        pinned_config = self.config_at(version.snapshot, f"{first}/{CONFIG_NAME}" if first else CONFIG_NAME)
         if isinstance(base, (str, os.PathLike)):
-            verify_folder_base(version.snapshot, version.commit.base, str(base), folder, self.fingerprint_cache)
+            verify_folder_base(version.snapshot, version.commit.base, str(base), folder, self.fingerprint_cache,
+                               config, pinned_config)
         else:
-            verify_live_base(version.snapshot, version.commit.base, base, folder)
-        n = len(target_modules(version.snapshot, folder))
+            verify_live_base(version.snapshot, version.commit.base, base, folder, config, pinned_config)
+        n = len(target_modules(version.snapshot, folder, config))
         pinned = "fingerprint matches" if version.commit.base.fingerprint else "no fingerprint was pinned"
         return f"{n} adapter modules found in the base with the right shapes; {pinned}"
 
@@ -261,23 +281,46 @@ class Repository:
                 return self.commit(message, folder, base=base, base_revision=base_revision, metadata=metadata,
                                    author=author, allow_empty=allow_empty, progress=progress,
                                    with_training_state=with_training_state)
+        if source is None:
+            self._needs_work_tree("commit a folder with --from DIR (or a live model)")
         src = Path(source) if source is not None else self.work_tree
         author = author if author is not None else default_author(src)
+        allow_pickle = allow_pickle or self.worktree.allow_pickle
         check_inputs(message, author, metadata)
         target = head_target(self.refs)
         parent = target.expected
         try:
             files = find_adapter_files(src, allow_pickle=allow_pickle, with_training_state=with_training_state)
             snapshot = build_snapshot(files, self.store, progress, self.worktree.stat_cache(src))
-            if parent and not allow_empty and self.store.read_commit(parent).snapshot == snapshot.id:
+            if parent and not allow_empty and self._same_meaning(self.store.read_commit(parent).snapshot, snapshot):
                 raise NothingToCommitError(parent)
             pin = self._base_pin(src, snapshot, base, base_revision)
         except BaseException:
             self.store.end_session()
             raise
-        return record(self.store, self.refs, snapshot, parents=(parent,) if parent else (), message=message,
-                      author=author, target=target, base=pin, provenance=code_provenance(src),
-                      metadata=metadata)
+        commit = record(self.store, self.refs, snapshot, parents=(parent,) if parent else (), message=message,
+                        author=author, target=target, base=pin, provenance=code_provenance(src),
+                        metadata=metadata)
+        if allow_pickle and not self.config.get("allow_pickle") and \
+                any((src / p).is_file() for p in ("adapter_model.bin",)):
+            self.config["allow_pickle"] = True  # consent remembered: status and diff may convert it too
+            self._write_config()
+        return commit
+
+    def _same_meaning(self, old_id: str, new: Snapshot) -> bool:
+        """True when ``new`` holds what snapshot ``old_id`` holds: the same bytes, except configs that differ
+        only in formatting or in the order of a set-valued key."""
+        if old_id == new.id:
+            return True
+        old = self.store.read_snapshot(old_id)
+        if [f.path for f in old.files] != [f.path for f in new.files]:
+            return False
+        for a, b in zip(old.files, new.files, strict=True):
+            if a.hash == b.hash:
+                continue
+            if not is_config_path(a.path) or config_changes(self.config_at(old, a.path), self.config_at(new, b.path)):
+                return False
+        return True
 
     def record(self, message: str, files: Mapping[str, bytes | Mapping[str, Any]] | None = None, *,
                snapshot: Snapshot | None = None, parents: Sequence[str] | None = None, branch: str | None = None,
@@ -352,6 +395,9 @@ class Repository:
     def status(self, source: str | os.PathLike[str] | None = None) -> Status:
         """How the work tree (or ``source``) differs from HEAD, by tensor, config key and file."""
         head = self.head()
+        if source is None and not self.has_work_tree:
+            return Status(head, note="this repository has no work tree: its versions come from checkpoints or "
+                                     "live models; see one with 'adaptvc checkout REV -o DIR'")
         old = self.store.read_snapshot(self.store.read_commit(head).snapshot) if head else None
         return self.worktree.status(head, old, Path(source) if source is not None else None,
                                     config_of=self.config_at)
@@ -414,6 +460,7 @@ class Repository:
                                                       "folder")
             checkout_into(self.store, snapshot, out, commit.id, force, progress, self.admin_dir / "checkouts")
             return commit
+        self._needs_work_tree(f"write the version into a folder with 'adaptvc checkout {rev} -o DIR'")
         self.worktree.update(self._head_snapshot(), snapshot, force, self.head(), progress, self.config_at)
         if rev not in ("HEAD", "@"):
             branch = self._branch_named(rev)
@@ -447,10 +494,27 @@ class Repository:
         oid = self.refs.read(HEADS + branch)
         if oid is None:
             raise RefNotFoundError(f"branch {branch!r}; create it with 'adaptvc switch -c {branch}'")
-        if oid != self.head():
+        if oid != self.head() and self.has_work_tree:
             self.worktree.update(self._head_snapshot(), self.show(oid).snapshot, force, self.head(), progress,
                                  self.config_at)
         self.refs.set_head(HEADS + branch, f"switch: moving to {branch}")
+
+    def resume(self, rev: str, out_dir: str | os.PathLike[str], *, branch: str | None = None,
+               progress: Progress = SILENT) -> tuple[str, Commit]:
+        """Get ready to resume training from version ``rev``: write it with its training state into ``out_dir``
+        (``trainer.train(resume_from_checkpoint=out_dir)``) and put HEAD on a new branch at ``rev``, so the
+        commits of the resumed run stack on ``rev`` instead of on the newest version. Returns (branch, commit)."""
+        oid = self.resolve(rev)
+        name = branch or f"resume-{rev if self._branch_named(rev) is None and not is_object_id(rev) else oid[:8]}"
+        name = name.replace("~", "-").replace("^", "-")
+        check_ref_name(name, "branch name")
+        commit = self.checkout(oid, out_dir, with_training_state=True, progress=progress)
+        self.branch(name, oid)
+        if self.has_work_tree:
+            self.switch(name, progress=progress)
+        else:
+            self.refs.set_head(HEADS + name, f"resume: from {rev}")
+        return name, commit
 
     # -- remotes --------------------------------------------------------------------------------------------
     def remotes(self) -> dict[str, str]:
@@ -524,7 +588,9 @@ class Repository:
         if not sync.fast_forward_target(self.store, ours, theirs, branch, choice.label):
             result.message = "already up to date"
             return result
-        self.worktree.update(self._head_snapshot(), self.show(theirs).snapshot, force, ours, progress, self.config_at)
+        if self.has_work_tree:
+            self.worktree.update(self._head_snapshot(), self.show(theirs).snapshot, force, ours, progress,
+                                 self.config_at)
         self.refs.set_if_equals(HEADS + branch, ours, theirs, f"pull: fast-forward from {choice.label}")
         result.updated[HEADS + branch] = (ours, theirs)
         result.message = f"fast-forwarded {branch} to {theirs[:12]}"
@@ -575,6 +641,36 @@ class Repository:
                 shutil.rmtree(target, ignore_errors=True)
             raise
         return repo
+
+    # -- serving --------------------------------------------------------------------------------------------
+    def export(self, rev: str, dest: str | os.PathLike[str], *, name: str | None = None,
+               served_base: str | None = None, force: bool = False, progress: Progress = SILENT) -> ExportResult:
+        """Write version ``rev`` as ``dest/<name>@<id>/`` (a folder, or ``s3://bucket/prefix``): complete,
+        verified, never reused for other bytes. See docs/serving.md."""
+        from .serving.export import export_to_bucket, export_to_folder, is_bucket_url
+
+        name = name if name is not None else self.work_tree.name
+        commit = self.read_commit(rev)
+        if is_bucket_url(str(dest)):
+            return export_to_bucket(self.store, commit, str(dest), name, served_base=served_base, force=force,
+                                    cache_file=self.fingerprint_cache, progress=progress)
+        return export_to_folder(self.store, commit, Path(dest), name, served_base=served_base, force=force,
+                                cache_file=self.fingerprint_cache, progress=progress)
+
+    def deploy(self, rev: str, directory: str | os.PathLike[str], name: str, *, keep: int | None = None,
+               served_base: str | None = None, force: bool = False, progress: Progress = SILENT) -> DeployResult:
+        """Export ``rev`` to ``directory/<name>@<id>/`` and switch the link ``directory/<name>`` to it in one
+        atomic rename; with ``keep``, older versions of that name beyond ``keep`` are removed."""
+        from .serving.deploy import deploy
+
+        return deploy(self.store, self.read_commit(rev), directory, name, keep=keep, served_base=served_base,
+                      force=force, cache_file=self.fingerprint_cache, progress=progress)
+
+    def deployed(self, directory: str | os.PathLike[str]) -> DeployedReport:
+        """Which name points at which version in ``directory``, and whether each folder is intact."""
+        from .serving.deploy import deployed
+
+        return deployed(directory, self.store)
 
     # -- maintenance ----------------------------------------------------------------------------------------
     def fsck(self, progress: Progress = SILENT) -> FsckReport:

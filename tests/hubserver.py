@@ -102,6 +102,7 @@ class HubState:
         self.stats = Stats()
         self._counter = itertools.count()
         self.honour_range = True
+        self.fail_commits = False  # answer every commit with a server error (a Hub that refuses an upload)
 
     def new_commit(self, repo: RepoRec, parent: str | None, title: str, message: str,
                    tree: dict[str, FileRec]) -> CommitRec:
@@ -206,6 +207,8 @@ class Handler(BaseHTTPRequestHandler):
         s = self.state
         if method == "POST" and p[:3] == ["api", "repos", "create"]:
             return self._create_repo()
+        if method == "DELETE" and p[:3] == ["api", "repos", "delete"]:
+            return self._delete_repo()
         if method == "POST" and p[:2] == ["api", "validate-yaml"]:
             self._body()
             return self._json(200, {"errors": [], "warnings": []})
@@ -244,6 +247,16 @@ class Handler(BaseHTTPRequestHandler):
         raise HubError(404, f"no route for {method} {self.path}")
 
     # -- repositories ---------------------------------------------------------------------------------------
+    def _delete_repo(self) -> None:
+        body = json.loads(self._body() or b"{}")
+        if not self.authorised:
+            raise HubError(401, "Invalid credentials in Authorization header")
+        repo_id = f"{body.get('organization')}/{body.get('name')}" if body.get("organization") else body.get("name")
+        with self.state.lock:
+            if self.state.repos.pop(repo_id, None) is None:
+                raise HubError(404, "Repository Not Found", "RepoNotFound")
+        self._json(200, {})
+
     def _create_repo(self) -> None:
         body = json.loads(self._body() or b"{}")
         if not self.authorised:
@@ -372,6 +385,9 @@ class Handler(BaseHTTPRequestHandler):
         repo = self._repo(repo_id, write=True)
         if not self.authorised:
             raise HubError(401, "Invalid credentials in Authorization header")
+        if self.state.fail_commits:
+            self._body()
+            raise HubError(500, "Internal Error - We're working hard to fix this as soon as possible!")
         lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
         if branch not in repo.branches:
             raise HubError(404, f"Invalid rev id: {branch}", "RevisionNotFound")

@@ -23,7 +23,7 @@ LAYERS = [
     ("adaptvc.ops", 5),
     ("adaptvc.tensors", 6), ("adaptvc.hfcache", 6), ("adaptvc.basemodel", 6), ("adaptvc.provenance", 6),
     ("adaptvc.remotes", 7),
-    ("adaptvc.sync", 8), ("adaptvc.live", 8),
+    ("adaptvc.sync", 8), ("adaptvc.live", 8), ("adaptvc.serving", 8), ("adaptvc.serving.hotswap", 10),
     ("adaptvc.repository", 9),
     ("adaptvc.integrations", 10), ("adaptvc.demo", 10),
     ("adaptvc.cli", 11),

@@ -13,15 +13,22 @@ from adaptvc.cli.main import cli
 from adaptvc.errors import AdaptvcError, ChecksumMismatchError
 from adaptvc.remotes import NonFastForwardError
 from tests import helpers
+from tests.objservers import azure_service, object_remote, s3_service  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(params=["directory", "hub"])
-def remote_url(request, tmp_path):
-    """A URL for an empty remote of each kind: a bare store in a folder, a repository on a local Hub."""
+@pytest.fixture(params=["directory", "hub", "s3", "az"])
+def remote_url(request, tmp_path, monkeypatch):
+    """A URL for an empty remote of each kind: a bare store in a folder, a repository on a local Hub, a prefix
+    of a new bucket on a local S3 server (moto) and of a new container on Azurite."""
     if request.param == "directory":
-        return str(tmp_path / "remote-store")
-    request.getfixturevalue("hub")
-    return f"hf://alice/{tmp_path.name[-20:].strip('_-.') or 'adapter'}"
+        yield str(tmp_path / "remote-store")
+    elif request.param == "hub":
+        request.getfixturevalue("hub")
+        yield f"hf://alice/{tmp_path.name[-20:].strip('_-.') or 'adapter'}"
+    else:
+        service = request.getfixturevalue("s3_service" if request.param == "s3" else "azure_service")
+        with object_remote(service, monkeypatch) as remote:
+            yield remote.url
 
 
 def three_versions(tmp_path) -> Repository:

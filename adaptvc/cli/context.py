@@ -18,8 +18,9 @@ class CliError(click.ClickException):
 
 
 class State:
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, paging: bool = True) -> None:
         self.cwd = cwd
+        self.paging = paging
         self._repo: Repository | None = None
 
     @property

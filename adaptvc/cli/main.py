@@ -21,10 +21,12 @@ import click
 from .._version import __version__
 from ..errors import AdaptvcError, AdaptvcWarning
 from .context import CliError, State
+from .terminal import pager
 
 #: command name -> module in adaptvc.cli.commands (each module lists its commands in COMMANDS)
 COMMANDS: dict[str, str] = {
     "init": "worktree", "commit": "worktree", "status": "worktree", "checkout": "worktree", "demo": "worktree",
+    "resume": "worktree",
     "log": "history", "show": "history", "reflog": "history",
     "diff": "diff",
     "tag": "refs", "branch": "refs", "switch": "refs",
@@ -32,7 +34,12 @@ COMMANDS: dict[str, str] = {
     "verify-base": "verify_base",
     "hooks": "hooks", "pin": "hooks",
     "fsck": "maintenance", "gc": "maintenance", "unlock": "maintenance",
+    "export": "serving", "deploy": "serving", "deployed": "serving",
 }
+
+
+#: commands whose text output goes through the pager on a terminal (as git does)
+PAGED = {"log", "show", "diff"}
 
 
 def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
@@ -53,8 +60,11 @@ class AdaptvcGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         warnings.showwarning = _show_warning
+        args = [*ctx._protected_args, *ctx.args]
+        paged = bool(args) and args[0] in PAGED and "--json" not in args and not ctx.params.get("no_pager")
         try:
-            return super().invoke(ctx)
+            with pager(paged):
+                return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except BrokenPipeError:
@@ -100,8 +110,9 @@ def _quiet_exit_on_closed_pipe() -> None:
 @click.version_option(__version__, prog_name="adaptvc")
 @click.option("-C", "directory", type=click.Path(file_okay=False), default=".",
               help="Run as if adaptvc was started in this folder.")
+@click.option("-P", "--no-pager", is_flag=True, help="Do not send long output (log, show, diff) to a pager.")
 @click.pass_context
-def cli(ctx: click.Context, directory: str) -> None:
+def cli(ctx: click.Context, directory: str, no_pager: bool) -> None:
     """Version control for PEFT adapters (LoRA, DoRA, IA3, ...).
 
     \b
@@ -110,7 +121,9 @@ def cli(ctx: click.Context, directory: str) -> None:
     Name:     adaptvc tag v1 | branch exp | switch exp
     Restore:  adaptvc checkout v1 -o serve/
     """
-    ctx.obj = State(Path(directory))
+    ctx.obj = State(Path(directory), paging=not no_pager)
+    if os.environ.get("NO_COLOR"):
+        ctx.color = False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,8 @@ from ..progress import Progress
 class BarProgress(Progress):
     #: Work smaller than this finishes before a bar would be worth drawing.
     MIN_BYTES = 32 << 20
+    #: sizes are decimal everywhere (MB = 10^6 bytes), as ``human_bytes`` prints them
+    UNIT_DIVISOR = 1000
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled and sys.stderr.isatty()
@@ -20,7 +22,7 @@ class BarProgress(Progress):
             return
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024,
+        self._bar = tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=self.UNIT_DIVISOR,
                          leave=False, file=sys.stderr)
 
     def update(self, n: int) -> None:

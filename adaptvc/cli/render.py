@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from typing import Any
 
 import click
 
 from ..objects import Commit
+from .terminal import color_enabled
 
 
 def echo_json(data: Any) -> None:
@@ -37,8 +37,8 @@ def human_bytes(n: int) -> str:
 
 
 def style(text: str, **kwargs: Any) -> str:
-    """Colour only on a terminal (click strips it elsewhere too, this keeps captured output plain)."""
-    return click.style(text, **kwargs) if sys.stdout.isatty() else text
+    """Colour only where it can be shown, never with NO_COLOR (captured output stays plain)."""
+    return click.style(text, **kwargs) if color_enabled() else text
 
 
 def decoration(labels: list[str]) -> str:

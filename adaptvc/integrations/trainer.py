@@ -69,7 +69,8 @@ class AdaptvcCallback(TrainerCallback):
     def repo(self) -> Repository:
         if self._repo is None:
             path = Path(self._repo_arg)
-            self._repo = Repository(path, discover=False) if (path / ".adaptvc").is_dir() else Repository.init(path)
+            self._repo = Repository(path, discover=False) if (path / ".adaptvc").is_dir() else \
+                Repository.init(path, work_tree=False)
         return self._repo
 
     # -- Trainer events -------------------------------------------------------------------------------------
@@ -99,6 +100,8 @@ class AdaptvcCallback(TrainerCallback):
 
     # -- committing -----------------------------------------------------------------------------------------
     def _safe_commit(self, state: Any, source: Any) -> None:
+        if not getattr(state, "is_world_process_zero", True):
+            return  # under DDP every rank saves, but only the main process versions (as the Trainer saves)
         try:
             self._commit(state, source)
         except NothingToCommitError:

@@ -142,10 +142,37 @@ def find_adapter_files(folder: str | os.PathLike[str], allow_pickle: bool = Fals
     if not any(p.endswith(CONFIG_NAME) for p in paths):
         if _regular(root, WEIGHTS_NAME, WEIGHTS_NAME):
             raise NoAdapterError(str(root), f"{WEIGHTS_NAME} has no {CONFIG_NAME} beside it")
-        raise NoAdapterError(str(root))
+        raise NoAdapterError(str(root), describe_other_weights(root) or "")
     if with_training_state:
         paths += [e.name for e in entries if is_training_state(e.name) and _regular(root, e.name, e.name)]
     return AdapterFiles(root, tuple(sorted(paths)))
+
+
+_LORA_HINTS = ("lora_down", "lora_up", "lora.down", "lora.up", "lora_A", "lora_B", ".alpha")
+
+
+def describe_other_weights(folder: Path) -> str | None:
+    """What a folder without a PEFT adapter holds instead, when it holds LoRA weights in another format
+    (diffusers' ``pytorch_lora_weights.safetensors``, a kohya file): a sentence for the user, or None."""
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".safetensors"))[:8]
+    except OSError:
+        return None
+    for name in names:
+        try:
+            with open_adapter_file(folder, name) as f:
+                header = read_header(f, os.fstat(f.fileno()).st_size, name)
+        except Exception:  # not readable as safetensors: not ours to describe
+            continue
+        tensors = [t.name for t in header.tensors]
+        if not any(h in t for t in tensors for h in _LORA_HINTS):
+            continue
+        kind = "diffusers" if any(t.startswith(("unet.", "text_encoder", "transformer.")) for t in tensors) else \
+            "kohya"
+        return (f"{name} is a {kind}-style LoRA file ({len(tensors)} tensors, no {CONFIG_NAME}); adaptvc versions "
+                f"PEFT adapters ({CONFIG_NAME} + {WEIGHTS_NAME}): load it into a PEFT model and save_pretrained() "
+                "it, or version the file with git-lfs")
+    return None
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..objects import Snapshot
-from ..peft_layout import CONFIG_NAME
+from ..peft_layout import CONFIG_NAME, SET_VALUED_CONFIG_KEYS
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class Status:
     files_removed: list[str] = field(default_factory=list)
     #: top-level keys of adapter_config.json that differ (``folder/key`` for a sub-folder adapter)
     config_keys: list[str] = field(default_factory=list)
+    #: what the user should know about the folder compared (no adapter in it, and why; no work tree)
+    note: str | None = None
 
     @property
     def clean(self) -> bool:
@@ -37,7 +39,7 @@ class Status:
         return sorted(self.files_modified + self.files_added + self.files_removed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "clean": self.clean,
             "head": self.head,
             "modified": self.modified,
@@ -48,11 +50,26 @@ class Status:
             "files": {"modified": self.files_modified, "added": self.files_added,
                       "removed": self.files_removed},
         }
+        if self.note is not None:  # only when there is something to say (the documented keys stay as they are)
+            out["note"] = self.note
+        return out
+
+
+def _meaning(key: str, value: Any) -> Any:
+    """A config value as PEFT means it: set-valued keys (``target_modules``…) compare as sets."""
+    if key in SET_VALUED_CONFIG_KEYS and isinstance(value, list):
+        try:
+            return sorted(set(value), key=repr)
+        except TypeError:  # unhashable items: keep the list as it is
+            return value
+    return value
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[Any]]:
-    """``{key: [old, new]}`` for every top-level key whose value differs (a missing key reads as None)."""
-    return {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+    """``{key: [old, new]}`` for every top-level key whose meaning differs (a missing key reads as None; the
+    order of a set-valued list such as ``target_modules`` is not a change)."""
+    return {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys())
+            if _meaning(k, old.get(k)) != _meaning(k, new.get(k))}
 
 
 def compare_snapshots(old: Snapshot | None, new: Snapshot, head: str | None = None) -> Status:

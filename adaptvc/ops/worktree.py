@@ -25,10 +25,12 @@ from .status import Status, compare_snapshots, config_changes
 
 
 class WorkTree:
-    def __init__(self, root: Path, admin_dir: Path, store: ObjectStore) -> None:
+    def __init__(self, root: Path, admin_dir: Path, store: ObjectStore, allow_pickle: bool = False) -> None:
         self.root = root
         self.admin_dir = admin_dir
         self.store = store
+        #: the repository was given consent to convert adapter_model.bin (commit --allow-pickle)
+        self.allow_pickle = allow_pickle
 
     def stat_cache(self, folder: Path | None = None) -> StatCache | None:
         """The work tree's stat cache (other folders have none)."""
@@ -38,12 +40,16 @@ class WorkTree:
 
     def snapshot(self, folder: Path | None = None) -> Snapshot:
         """A snapshot of ``folder`` (default: the work tree), hashed but not stored; empty without an adapter."""
+        return self.snapshot_and_note(folder)[0]
+
+    def snapshot_and_note(self, folder: Path | None = None) -> tuple[Snapshot, str | None]:
+        """The snapshot, and why it is empty when it is (what the folder holds instead)."""
         src = folder if folder is not None else self.root
         try:
-            files = find_adapter_files(src)
-        except NoAdapterError:
-            return Snapshot(())
-        return build_snapshot(files, None, cache=self.stat_cache(src))
+            files = find_adapter_files(src, allow_pickle=self.allow_pickle)
+        except NoAdapterError as e:
+            return Snapshot(()), str(e)
+        return build_snapshot(files, None, cache=self.stat_cache(src)), None
 
     def status(self, head: str | None, head_snapshot: Snapshot | None, folder: Path | None = None,
                config_of=None) -> Status:
@@ -51,17 +57,25 @@ class WorkTree:
         ``config_of(snapshot, path)`` reads a stored config."""
         src = folder if folder is not None else self.root
         old = head_snapshot.without(is_training_state) if head_snapshot is not None else None
-        new = self.snapshot(src)
+        new, note = self.snapshot_and_note(src)
         st = compare_snapshots(old, new, head)
         keys: list[str] = []
+        same_meaning: list[str] = []
         for path in st.files_modified + st.files_added + st.files_removed:
             prefix, _, name = path.rpartition("/")
             if name != "adapter_config.json":
                 continue
             before = config_of(old, path) if old is not None and config_of is not None else {}
             after = read_config(src, path) if new.file(path) else {}
-            keys += [f"{prefix}/{k}" if prefix else k for k in config_changes(before, after)]
-        return replace(st, config_keys=sorted(keys))
+            changed = config_changes(before, after)
+            keys += [f"{prefix}/{k}" if prefix else k for k in changed]
+            if not changed and path in st.files_modified:
+                same_meaning.append(path)  # only formatting or the order of a set: not a change
+        modified = [p for p in st.files_modified if p not in same_meaning]
+        config_changed = any(p.rpartition("/")[2] == "adapter_config.json"
+                             for p in modified + st.files_added + st.files_removed)
+        return replace(st, config_keys=sorted(keys), files_modified=modified, config_changed=config_changed,
+                       note=note if not new.files else None)
 
     def untracked_conflicts(self, tracked: set[str], target: Snapshot) -> list[str]:
         """Files of ``target`` that stand in the work tree, are not tracked, and differ (or are not files)."""

@@ -23,11 +23,12 @@ import contextlib
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import AdaptvcError, ChecksumMismatchError, InvalidRefNameError
+from ..errors import AdaptvcError, AdaptvcWarning, ChecksumMismatchError, InvalidRefNameError
 from ..hashing import hash_bytes
 from ..objects import BasePin, Commit, Snapshot, decode_json_object
 from ..ops.capture import MAX_CONFIG_FILE, MAX_PLAIN_FILE, build_snapshot, find_adapter_files, read_config
@@ -39,7 +40,7 @@ from ..progress import SILENT, Progress
 from ..refnames import HEADS, TAGS, check_ref_name
 from ..storage.base import MAX_METADATA_OBJECT, ObjectStore
 from .base import NonFastForwardError, RefUpdate, Remote, RemoteError
-from .hub_card import model_card
+from .hub_card import MAX_ROWS, is_portable_name, model_card
 
 META_DIR = ".adaptvc"
 COMMIT_FILE = f"{META_DIR}/commit.json"
@@ -79,6 +80,8 @@ class HubRemote(Remote):
         self._heads: dict[str, str] = {}  # full ref -> hub commit
         self._metadata: dict[str, bytes] = {}  # adaptvc object id -> bytes already downloaded
         self._scanned = False
+        self._created = False  # this object created the repository (a failed first push deletes it again)
+        self._warned_base = False
 
     # -- plumbing -------------------------------------------------------------------------------------------
     @property
@@ -160,6 +163,7 @@ class HubRemote(Remote):
     def create(self, private: bool = False) -> None:
         with self._calling():
             self.api.create_repo(self.repo_id, private=private, exist_ok=True)
+        self._created = True
 
     def missing_hint(self) -> str:
         return "; if it is private, log in with 'hf auth login' or set HF_TOKEN"
@@ -250,6 +254,10 @@ class HubRemote(Remote):
         return hub
 
     def download(self, store: ObjectStore, commits: list[str], progress: Progress = SILENT) -> int:
+        with _hub_bars_off():
+            return self._download(store, commits, progress)
+
+    def _download(self, store: ObjectStore, commits: list[str], progress: Progress) -> int:
         # first every commit and snapshot (small, verified, checked against the layout rule): nothing is
         # stored until the whole history to fetch is known to be acceptable
         todo: list[tuple[str, str, bytes, Snapshot, bytes]] = []
@@ -341,7 +349,23 @@ class HubRemote(Remote):
 
     # -- upload ---------------------------------------------------------------------------------------------
     def upload(self, store: ObjectStore, updates: list[RefUpdate], progress: Progress = SILENT) -> int:
+        with _hub_bars_off():
+            try:
+                return self._upload(store, updates, progress)
+            except BaseException:
+                if self._created and not any(self._ids.get(h) for h in self._heads.values()):
+                    # nothing was pushed into the repository this push created: do not leave it empty
+                    with contextlib.suppress(Exception), self._calling():
+                        self.api.delete_repo(self.repo_id)
+                    self._created = False
+                raise
+
+    def _upload(self, store: ObjectStore, updates: list[RefUpdate], progress: Progress) -> int:
         self.list_refs()
+        self._pushed_tags: dict[str, list[str]] = {}
+        for u in updates:
+            if u.ref.startswith(TAGS):
+                self._pushed_tags.setdefault(u.new, []).append(u.ref[len(TAGS):])
         plans = []
         for u in sorted(updates, key=lambda u: not u.ref.startswith(HEADS)):  # branches before tags
             if u.ref.startswith(HEADS):
@@ -451,17 +475,40 @@ class HubRemote(Remote):
             size += f.size
         for path in sorted(set(before) - {f.path for f in snapshot.files}):
             ops.append(hf.CommitOperationDelete(path_in_repo=hub_path(path)))
-        history = list(walk(store, [commit.id], max_count=50, first_parent=True))
+        history = list(walk(store, [commit.id], max_count=MAX_ROWS, first_parent=True))
         config = {}
         if snapshot.file(CONFIG_NAME) is not None:
             with contextlib.suppress(Exception):
                 config = decode_json_object(store.read(snapshot.file(CONFIG_NAME).hash, MAX_METADATA_OBJECT), "config")
-        card = model_card(self.repo_id, commit, snapshot, history, config).encode()
+        user_card = None
+        if snapshot.file(CARD) is not None:
+            with contextlib.suppress(Exception):
+                user_card = store.read(snapshot.file(CARD).hash, MAX_PLAIN_FILE).decode("utf-8")
+        base = commit.base.name_or_path
+        if base and not is_portable_name(base) and not self._warned_base:
+            self._warned_base = True
+            warnings.warn(f"the base model of {commit.id[:12]} is the local path {base!r}, which means nothing on "
+                          "the Hub: the card leaves base_model out. Pin a portable name with "
+                          "'adaptvc commit --base ORG/MODEL' (or 'adaptvc init --base ORG/MODEL')",
+                          AdaptvcWarning, stacklevel=2)
+        card = model_card(self.repo_id, commit, snapshot, history, config, user_card, self._hub_of,
+                          self._tags_by_commit()).encode()
         snap_bytes = snapshot.encode()
         ops += [hf.CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card),
                 hf.CommitOperationAdd(path_in_repo=SNAPSHOT_FILE, path_or_fileobj=snap_bytes),
                 hf.CommitOperationAdd(path_in_repo=COMMIT_FILE, path_or_fileobj=commit.encode())]
         return ops, size
+
+    def _tags_by_commit(self) -> dict[str, list[str]]:
+        """Tags the Hub has and tags this push creates, by adaptvc commit."""
+        out: dict[str, list[str]] = {}
+        for ref, hub in self._heads.items():
+            oid = self._ids.get(hub)
+            if ref.startswith(TAGS) and oid:
+                out.setdefault(oid, []).append(ref[len(TAGS):])
+        for oid, names in getattr(self, "_pushed_tags", {}).items():
+            out.setdefault(oid, []).extend(n for n in names if n not in out.get(oid, []))
+        return {k: sorted(v) for k, v in out.items()}
 
     # -- importing a plain PEFT repository ------------------------------------------------------------------
     def _import_plain_repository(self, refs: Any) -> dict[str, str]:
@@ -513,6 +560,19 @@ class HubRemote(Remote):
             if oid and TAGS + tag.name in self._heads:
                 out[TAGS + tag.name] = oid
         return out
+
+
+@contextlib.contextmanager
+def _hub_bars_off() -> Iterator[None]:
+    """adaptvc draws its own progress bar: the Hub client's bars stay off while it works for us."""
+    utils = _hf().utils
+    was_off = utils.are_progress_bars_disabled()
+    utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_off:
+            utils.enable_progress_bars()
 
 
 def _ranges(parts: list[tuple[str, int, int]]) -> list[list[tuple[str, int, int]]]:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 SCHEMES: dict[str, str] = {
     "hf": "adaptvc.remotes.hub:HubRemote",
     "file": "adaptvc.remotes.directory:DirectoryRemote",
+    "s3": "adaptvc.remotes.objectstore:ObjectStoreRemote",
+    "az": "adaptvc.remotes.objectstore:ObjectStoreRemote",
 }
 
 

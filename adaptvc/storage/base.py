@@ -302,3 +302,11 @@ class Refs(ABC):
         if target is not None:
             return self.read(target)
         return self.head_raw()
+
+    def rewrite_reflog(self, ref: str, entries: list[ReflogEntry], expected: list[ReflogEntry] | None = None,
+                       ) -> None:
+        """Replace the reflog of ``ref`` with ``entries`` (newest first, as :meth:`reflog` returns them; an
+        empty list removes the log) in one step, under the ref's lock (what ``reflog expire`` does). With
+        ``expected``, the log must still hold exactly those entries, else RefMovedError (a move was logged
+        meanwhile: read it again)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rewrite a reflog")

@@ -276,3 +276,23 @@ class DiskRefs(Refs):
                     os.unlink(rel.name, dir_fd=fd)
                 removed.append(info)
         return removed
+
+    def rewrite_reflog(self, ref: str, entries: list[ReflogEntry], expected: list[ReflogEntry] | None = None,
+                       ) -> None:
+        check_full_ref(ref)
+        with self._locked(ref):  # moves of the ref append to its log under this lock: none can interleave
+            if expected is not None and self.reflog(ref) != expected:
+                raise _reflog_moved(ref)
+            if not entries:
+                self.delete_reflog(ref)
+                return
+            lines = [json.dumps({"old": e.old, "new": e.new, "time": e.time, "message": e.message},
+                                sort_keys=True, ensure_ascii=False) for e in reversed(entries)]
+            write_atomic(self.root, "logs/" + ref, ("\n".join(lines) + "\n").encode())
+
+
+def _reflog_moved(ref: str) -> RefMovedError:
+    err = RefMovedError(ref, None, None)
+    err.args = (f"the reflog of {ref} changed while it was being rewritten; nothing was lost: run the command "
+                "again",)
+    return err

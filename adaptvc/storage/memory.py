@@ -179,3 +179,21 @@ class MemoryRefs(Refs):
 
     def delete_reflog(self, ref: str) -> None:
         self.logs.pop(ref, None)
+
+    def rewrite_reflog(self, ref: str, entries: list[ReflogEntry], expected: list[ReflogEntry] | None = None,
+                       ) -> None:
+        check_full_ref(ref)
+        with self._lock:
+            if expected is not None and list(reversed(self.logs.get(ref, []))) != expected:
+                raise _reflog_moved(ref)
+            if entries:
+                self.logs[ref] = list(reversed(entries))
+            else:
+                self.logs.pop(ref, None)
+
+
+def _reflog_moved(ref: str) -> RefMovedError:
+    err = RefMovedError(ref, None, None)
+    err.args = (f"the reflog of {ref} changed while it was being rewritten; nothing was lost: run the command "
+                "again",)
+    return err

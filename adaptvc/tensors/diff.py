@@ -18,6 +18,7 @@ import numpy as np
 from ..ops.status import config_changes
 from .dtypes import Workspace, itemsize, to_float64
 from .lowrank import (
+    adalora_scale,
     as_factors,
     compare_updates,
     kron_comparison,
@@ -232,18 +233,31 @@ def _module_diff(a: TensorReader, b: TensorReader, module: str, name_a: str, nam
     if not all(v.numeric(n) for v in (a, b) for n in names):
         return None
     folder, local = _split_folder(module)
-    unchanged = all(results.get(n) is not None and results[n].status == "unchanged" for n in names)
+    # AdaLoRA: ΔW = B·(A ⊙ E)·α/ranknum, with the singular values E beside the factors
+    e_name = f"{module}.lora_E"
+    adalora = e_name in a.tensors and e_name in b.tensors and a.numeric(e_name) and b.numeric(e_name)
+    watched = (*names, e_name) if adalora else names
+    unchanged = all(results.get(n) is not None and results[n].status == "unchanged" for n in watched)
     A1, B1 = a.values(name_a, ws, "a1"), a.values(name_b, ws, "b1")
     A2, B2 = (A1, B1) if unchanged else (b.values(name_a, ws, "a2"), b.values(name_b, ws, "b2"))
     f1, f2 = as_factors(A1, B1), as_factors(A2, B2)
     cmp = None
     if f1 is not None and f2 is not None:
         (a1, b1), (a2, b2) = f1, f2
-        s1 = lora_scale(a.config(folder), local, a1.shape[0])
-        s2 = lora_scale(b.config(folder), local, a2.shape[0])
+        if adalora:
+            e1, e2 = a.values(e_name).reshape(-1, 1), b.values(e_name).reshape(-1, 1)
+            if e1.shape[0] != a1.shape[0] or e2.shape[0] != a2.shape[0]:
+                return None
+            a1, a2 = a1 * e1, a2 * e2
+            s1 = adalora_scale(a.config(folder), a1.shape[0])
+            s2 = adalora_scale(b.config(folder), a2.shape[0])
+        else:
+            s1 = lora_scale(a.config(folder), local, a1.shape[0])
+            s2 = lora_scale(b.config(folder), local, a2.shape[0])
         cmp = compare_updates(a1, b1, s1, a2, b2, s2)
     # the factors' own tensor numbers: from the module's Gram matrices when it has them, else directly
-    for n, x1, x2, stats in ((name_a, A1, A2, cmp and cmp.factor_a), (name_b, B1, B2, cmp and cmp.factor_b)):
+    stats_a = None if adalora else cmp and cmp.factor_a  # (AdaLoRA's Gram factor is A ⊙ E, not A)
+    for n, x1, x2, stats in ((name_a, A1, A2, stats_a), (name_b, B1, B2, cmp and cmp.factor_b)):
         if n in results:
             continue
         e1, e2 = a.tensors[n], b.tensors[n]

@@ -70,6 +70,14 @@ def lora_scale(config: dict[str, Any], module: str, rank: int) -> float:
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
+def adalora_scale(config: dict[str, Any], rank: int) -> float:
+    """AdaLoRA's s = lora_alpha / (ranknum + 1e-5), as PEFT computes it: ranknum is the rank the module was
+    created with (``init_r``), kept when the allocator prunes ranks; lora_alpha <= 0 means the rank itself."""
+    alpha = float(config.get("lora_alpha", 8) or 0)
+    init_r = float(config.get("init_r", 12) or 12)
+    return (alpha if alpha > 0 else float(rank)) / (init_r + 1e-5)
+
+
 def lycoris_rank_and_scale(config: dict[str, Any], module: str) -> tuple[int, float]:
     """LoHa and LoKr: r from rank_pattern or r, s = alpha / r (alpha from alpha_pattern or alpha)."""
     rank = int(_patterned(config, "rank_pattern", module, config.get("r", 8)))

@@ -31,7 +31,15 @@ def plot_values(diff: Diff) -> tuple[str, dict[str, float | None]]:
                                            if t.status in ("modified", "unchanged")}
 
 
-def write_plot(diff: Diff, path: str | os.PathLike[str]) -> None:
+def plot_title(diff: Diff, labels: tuple[str, str] | None = None) -> str:
+    """The picture's title: the names the user gave (``v1 → HEAD``), else short ids."""
+    a, b = labels if labels is not None else (diff.a[:12], diff.b[:12])
+    label, values = plot_values(diff)
+    changed = sum(1 for v in values.values() if v)
+    return f"{a} → {b}: {label}\n{changed} of {len(values)} changed"
+
+
+def write_plot(diff: Diff, path: str | os.PathLike[str], labels: tuple[str, str] | None = None) -> None:
     """Write a PNG: layers across, module kinds down, colour = relative change (grey: not comparable)."""
     try:
         import matplotlib
@@ -72,10 +80,7 @@ def write_plot(diff: Diff, path: str | os.PathLike[str]) -> None:
     ax.set_xticks(range(0, len(layers), step), ["-" if i is None else str(i) for i in layers][::step], fontsize=8)
     ax.set_xlabel("layer")
     fig.colorbar(image, ax=ax, label=label, fraction=0.046, pad=0.02)
-    a = diff.a[:12]
-    b = diff.b[:12]
-    changed = sum(1 for v in values.values() if v)
-    ax.set_title(f"adaptvc diff {a} → {b}: {label}\n{changed} of {len(values)} changed", fontsize=10)
+    ax.set_title(plot_title(diff, labels), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)

@@ -130,7 +130,7 @@ def diff(state: State, a: str | None, b: str | None, stat: bool, modules_only: b
     if plot_path:
         from ...tensors.plot import write_plot
 
-        write_plot(result, state.path(plot_path))
+        write_plot(result, state.path(plot_path), (a or "HEAD", b or "worktree"))
     if as_json:
         echo_json(result.to_dict())
         return

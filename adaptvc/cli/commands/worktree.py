@@ -33,10 +33,14 @@ def _parse_meta(items: tuple[str, ...]) -> dict:
               help="Base model name or path pinned for every commit (default: from the adapter's config).")
 @click.option("--base-revision", type=TEXT, help="Revision of the base model (a Hub commit, branch or tag).")
 @click.option("--branch", "-b", type=TEXT, default="main", show_default=True, help="Name of the first branch.")
+@click.option("--no-work-tree", is_flag=True,
+              help="Record versions made elsewhere only (commit --from, the Trainer callback): no adapter folder.")
 @pass_state
-def init(state: State, path: str, base: str | None, base_revision: str | None, branch: str) -> None:
+def init(state: State, path: str, base: str | None, base_revision: str | None, branch: str,
+         no_work_tree: bool) -> None:
     """Create an adaptvc repository (.adaptvc/) in PATH."""
-    repo = Repository.init(state.path(path), base=base, base_revision=base_revision, branch=branch)
+    repo = Repository.init(state.path(path), base=base, base_revision=base_revision, branch=branch,
+                           work_tree=not no_work_tree)
     click.echo(f"Initialised empty adaptvc repository in {repo.admin_dir}")
 
 
@@ -85,6 +89,9 @@ def status(state: State, as_json: bool) -> None:
     click.echo(f"On branch {branch}" if branch else f"HEAD detached at {short(repo.head())}")
     if st.head is None:
         click.echo("No commits yet")
+    if st.note and (st.clean or st.head is None):
+        click.echo(st.note)
+        return
     if st.clean:
         click.echo("nothing to commit, the adapter matches HEAD")
         return
@@ -148,4 +155,23 @@ def demo(path: str, epochs: int) -> None:
     run_demo(path, epochs=epochs, echo=click.echo)
 
 
-COMMANDS = [init, commit, status, checkout, demo]
+@click.command()
+@click.argument("rev", type=TEXT)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Folder to resume from: trainer.train(resume_from_checkpoint=DIR).")
+@click.option("-b", "--branch", type=TEXT, help="Name of the new branch (default: resume-REV).")
+@json_option
+@quiet_option
+@pass_state
+def resume(state: State, rev: str, output: str, branch: str | None, as_json: bool, quiet: bool) -> None:
+    """Resume training from version REV: write it with its training state into DIR and start a branch at REV,
+    so the resumed run's commits stack on REV (not on the newest version)."""
+    name, c = state.repo.resume(rev, state.path(output), branch=branch, progress=BarProgress(not quiet))
+    if as_json:
+        echo_json({"branch": name, "commit": c.id, "path": str(state.path(output))})
+        return
+    click.echo(f"Wrote {short(c.id)} ({c.summary}) with its training state into {output}; now on new branch {name}")
+    click.echo(f"resume with: trainer.train(resume_from_checkpoint={output!r})")
+
+
+COMMANDS = [init, commit, status, checkout, demo, resume]
