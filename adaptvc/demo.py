@@ -34,7 +34,14 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_demo(path: str | Path, epochs: int = 3, echo: Callable[[str], None] = print) -> None:
+def _plain_oneline(commit, labels: list[str]) -> str:
+    return f"{commit.id[:12]}{' (' + ', '.join(labels) + ')' if labels else ''} {commit.summary}"
+
+
+def run_demo(path: str | Path, epochs: int = 3, echo: Callable[[str], None] = print,
+             oneline: Callable[..., str] = _plain_oneline) -> None:
+    """The demo; ``oneline(commit, labels)`` renders a log line (the CLI passes the one ``log --oneline``
+    uses, so what the demo shows is what the command prints)."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     root = Path(path)
     if root.exists():
@@ -72,9 +79,9 @@ def run_demo(path: str | Path, epochs: int = 3, echo: Callable[[str], None] = pr
              f"{(time.perf_counter() - t) * 1000:.0f} ms), tagged v{epoch}")
 
     echo("\n$ adaptvc log --oneline")
+    labels = repo.decorations()
     for c in repo.log():
-        echo(f"{c.id[:12]} {c.summary}  [base: {Path(c.base.name_or_path or '?').name}, "
-             f"loss {c.metadata.get('loss')}]")
+        echo(oneline(c, labels.get(c.id, [])))
 
     st = repo.status()
     echo(f"\n$ adaptvc status -> {'clean' if st.clean else 'modified'}")

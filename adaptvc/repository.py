@@ -425,12 +425,13 @@ class Repository:
         snap = self.store.read_snapshot(commit.snapshot)
         return TensorReader(commit.id, snap, self.store, None, folder_configs(snap, lambda p: self.config_at(snap, p)))
 
-    def diff(self, a: str | None = "HEAD", b: str | None = None, *, tensors: str | None = None) -> Diff:
+    def diff(self, a: str | None = "HEAD", b: str | None = None, *, tensors: str | None = None,
+             progress: Progress = SILENT) -> Diff:
         """Compare version ``a`` with version ``b`` (None: the work tree), per tensor, per LoRA module and in
         the config. ``tensors`` is a glob limiting the tensor names (matched anywhere in the name)."""
         from .tensors.diff import diff_versions
 
-        return diff_versions(self.tensor_reader(a), self.tensor_reader(b), tensors)
+        return diff_versions(self.tensor_reader(a), self.tensor_reader(b), tensors, progress)
 
     # -- checking out ---------------------------------------------------------------------------------------
     def _head_snapshot(self) -> Snapshot | None:

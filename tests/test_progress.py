@@ -48,3 +48,23 @@ def test_transfers_keep_the_progress_contract(tmp_path, remote_url):
     assert fetch is not None and fetch.total > 2_000_000 and fetch.done == fetch.total
     assert check.problems() == []
     assert pushed.bytes > 0 and fetched.bytes > 0
+
+
+def test_diff_keeps_the_progress_contract_for_every_kind_of_change(tmp_path):
+    """The bar of a diff counts exactly the bytes it reads: modified, added, removed, unchanged modules."""
+    import json
+
+    from tests.light import write_adapter
+
+    work = write_adapter(tmp_path / "work", seed=1, layers=3)
+    repo = Repository.init(work)
+    repo.commit("v1")
+    write_adapter(work, seed=2, layers=4)  # every tensor changed, one layer added
+    cfg = json.loads((work / "adapter_config.json").read_text())
+    (work / "adapter_config.json").write_text(json.dumps({**cfg, "lora_alpha": 3}))
+    repo.commit("v2")
+    for a, b in (("HEAD~1", "HEAD"), ("HEAD", "HEAD~1"), ("HEAD", "HEAD"), ("HEAD~1", None)):
+        check = ContractCheck()
+        repo.diff(a, b, progress=check)
+        task = check.task("diff")
+        assert check.problems() == [] and task is not None and task.done == task.total, (a, b, task)

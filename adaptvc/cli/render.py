@@ -45,6 +45,11 @@ def decoration(labels: list[str]) -> str:
     return f" ({', '.join(labels)})" if labels else ""
 
 
+def oneline(commit: Commit, labels: list[str]) -> str:
+    """One commit as ``log --oneline`` prints it."""
+    return f"{style(short(commit.id), fg='yellow')}{decoration(labels)} {commit.summary}"
+
+
 def _value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 

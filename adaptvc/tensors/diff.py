@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..ops.status import config_changes
+from ..progress import SILENT, Progress
 from .dtypes import Workspace, itemsize, to_float64
 from .lowrank import (
     adalora_scale,
@@ -171,11 +172,62 @@ def _norm(view: TensorReader, name: str, ws: Workspace) -> float | None:
     return math.sqrt(sum(float(x @ x) for x in _chunks(view.raw(name), entry.dtype, ws, "x")))
 
 
-def diff_versions(a: TensorReader, b: TensorReader, pattern: str | None = None) -> Diff:
+def _planned_bytes(a: TensorReader, b: TensorReader, names: list[str], unchanged: set[str]) -> int:
+    """The bytes :func:`diff_versions` will read: what its progress bar counts up to."""
+    total = 0
+    in_modules: set[str] = set()
+    both = {n for n in names if n in a.tensors and n in b.tensors}
+    for module, mn in lora_modules(both).items():
+        factors = (mn.a, mn.b)
+        if not all(v.numeric(n) for v in (a, b) for n in factors):
+            continue
+        in_modules.update(factors)
+        e_name = f"{module}.lora_E"
+        adalora = e_name in a.tensors and e_name in b.tensors and a.numeric(e_name) and b.numeric(e_name)
+        watched = (*factors, e_name) if adalora else factors
+        total += sum(a.tensors[n].size for n in factors)
+        if not all(n in unchanged for n in watched):
+            total += sum(b.tensors[n].size for n in factors)
+        if adalora:
+            total += a.tensors[e_name].size + b.tensors[e_name].size
+    for parts in lycoris_modules(both).values():
+        part_names = sorted(parts.values())
+        if any(p.endswith(("_t1", "_t2")) for p in parts) or not all(v.numeric(n) for v in (a, b)
+                                                                     for n in part_names):
+            continue
+        total += sum(a.tensors[n].size for n in part_names)
+        if not all(n in unchanged for n in part_names):
+            total += sum(b.tensors[n].size for n in part_names)
+    for n in names:
+        ea, eb = a.tensors.get(n), b.tensors.get(n)
+        if ea is None:
+            total += eb.size if b.numeric(n) else 0
+        elif eb is None:
+            total += ea.size if a.numeric(n) else 0
+        elif n not in unchanged and n not in in_modules and ea.shape == eb.shape and a.numeric(n) and b.numeric(n):
+            total += ea.size + eb.size
+    return total
+
+
+def diff_versions(a: TensorReader, b: TensorReader, pattern: str | None = None,
+                  progress: Progress = SILENT) -> Diff:
     """Compare two versions. ``pattern`` (a glob, matched anywhere in the name) limits the tensors."""
     names = sorted(a.tensors.keys() | b.tensors.keys())
     if pattern:
         names = [n for n in names if fnmatchcase(n, pattern if pattern.startswith("*") else f"*{pattern}*")]
+    unchanged = {n for n in names if n in a.tensors and n in b.tensors and
+                 (a.tensors[n].blob, a.tensors[n].dtype, a.tensors[n].shape) ==
+                 (b.tensors[n].blob, b.tensors[n].dtype, b.tensors[n].shape)}
+    progress.begin("diff", _planned_bytes(a, b, names, unchanged))
+    a.progress = b.progress = progress
+    try:
+        return _diff(a, b, names)
+    finally:
+        a.progress = b.progress = SILENT
+        progress.end()
+
+
+def _diff(a: TensorReader, b: TensorReader, names: list[str]) -> Diff:
     results: dict[str, TensorDiff] = {}
     ws = Workspace()
     for n in names:

@@ -13,6 +13,7 @@ from ..hashing import hash_bytes
 from ..objects import Snapshot, TensorEntry
 from ..ops.capture import open_adapter_file
 from ..peft_layout import CONFIG_NAME
+from ..progress import SILENT, Progress
 from ..storage.base import ObjectStore
 from .dtypes import NUMERIC_DTYPES, Workspace, to_float64
 
@@ -54,8 +55,12 @@ class TensorReader:
         """The adapter config of the top-level adapter (``folder=""``) or of a sub-folder adapter."""
         return self._configs.get(folder, {})
 
+    #: told of every tensor's bytes as they are read (``diff`` shows a bar on long comparisons)
+    progress: Progress = SILENT
+
     def raw(self, name: str) -> bytes:
         entry = self.tensors[name]
+        self.progress.update(entry.size)
         if self.folder is None:
             return self.store.read(entry.blob)
         rel, offset = self._where[name]

@@ -11,6 +11,7 @@ from ...errors import AdaptvcError
 from ...peft_layout import short_module_name
 from ..context import State, pass_state
 from ..options import TEXT, json_option
+from ..progress import BarProgress
 from ..render import echo_json, short, style, table
 
 if TYPE_CHECKING:  # diff and plot load numpy/matplotlib: imported when the command runs
@@ -120,7 +121,7 @@ def diff(state: State, a: str | None, b: str | None, stat: bool, modules_only: b
     adaptvc diff v1           v1 against the work tree
     adaptvc diff v1 v2        two versions
     """
-    result = state.repo.diff(a or "HEAD", b, tensors=pattern)
+    result = state.repo.diff(a or "HEAD", b, tensors=pattern, progress=BarProgress())
     if pattern and not result.tensors:
         raise AdaptvcError(f"no tensor name matches {pattern!r}")
     if modules_only and not result.modules:

@@ -115,4 +115,38 @@ def clone(state: State, url: str, directory: str | None, revision: str | None, q
     click.echo(f"cloned {url} into {repo.work_tree} ({n} versions on {repo.current_branch() or 'detached HEAD'})")
 
 
-COMMANDS = [remote, push, fetch, pull, clone]
+@click.command("ls-remote")
+@click.argument("remote_name", type=TEXT, metavar="[REMOTE]", required=False)
+@json_option
+@pass_state
+def ls_remote(state: State, remote_name: str | None, as_json: bool) -> None:
+    """List the branches and tags of a remote (a configured name or a URL), as it holds them now."""
+    from ...errors import NotARepositoryError
+    from ...remotes import open_remote
+    from ...sync import choose_remote
+
+    try:
+        repo = state.repo
+    except NotARepositoryError:
+        if remote_name is None or not looks_like_url(remote_name):
+            raise
+        target = open_remote(normalise(remote_name, state.cwd), "origin")  # a URL works outside a repository
+        label = remote_name
+    else:
+        choice = choose_remote(repo.remotes(), _where(state, remote_name), repo.store)
+        target, label = choice.remote, choice.label
+    if not target.exists():
+        from ..context import CliError
+
+        raise CliError(f"nothing at {label}{target.missing_hint()}")
+    refs = target.list_refs()
+    if as_json:
+        echo_json({"remote": label, "refs": refs, "skipped": list(target.skipped_refs)})
+        return
+    for ref, oid in sorted(refs.items()):
+        click.echo(f"{oid}\t{ref}")
+    for ref in target.skipped_refs:
+        click.echo(f"skipped {ref!r}: not a valid ref name", err=True)
+
+
+COMMANDS = [remote, push, fetch, pull, clone, ls_remote]

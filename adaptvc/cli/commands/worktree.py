@@ -9,7 +9,7 @@ from ...repository import Repository
 from ..context import CliError, State, pass_state
 from ..options import TEXT, json_option, quiet_option
 from ..progress import BarProgress
-from ..render import echo_json, human_bytes, short, style
+from ..render import echo_json, human_bytes, oneline, short, style
 
 
 def _parse_meta(items: tuple[str, ...]) -> dict:
@@ -152,7 +152,7 @@ def demo(path: str, epochs: int) -> None:
     except ImportError as e:
         raise CliError(f"the demo needs torch, transformers and peft ({e.name} is missing): "
                        "pip install 'adaptvc[torch]'") from None
-    run_demo(path, epochs=epochs, echo=click.echo)
+    run_demo(path, epochs=epochs, echo=click.echo, oneline=oneline)
 
 
 @click.command()
