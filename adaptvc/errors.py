@@ -83,6 +83,15 @@ class CorruptObjectError(AdaptvcError):
         super().__init__(f"object {oid} is not valid: {reason}; run 'adaptvc fsck'")
 
 
+class CorruptPackError(CorruptObjectError):
+    """A pack or its index that cannot be used (its objects are then unavailable, never wrong)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.oid = name
+        self.reason = reason
+        AdaptvcError.__init__(self, f"{name} is corrupt: {reason}; run 'adaptvc fsck'")
+
+
 class InvalidRefNameError(AdaptvcError, ValueError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name

@@ -35,7 +35,7 @@ from .errors import (
 from .hashing import HASH_NAME, is_object_id
 from .hfcache import resolve_base_folder
 from .live import is_live_model, load_into, saved_model
-from .objects import FORMAT_VERSION, BasePin, Commit, Snapshot
+from .objects import BasePin, Commit, Snapshot
 from .ops import graph
 from .ops.capture import build_snapshot, capture_bytes, find_adapter_files, read_config
 from .ops.gc import DEFAULT_GRACE_SECONDS
@@ -53,7 +53,7 @@ from .remotes import open_remote
 from .remotes.registry import default_clone_folder
 from .storage.atomic import read_file, write_atomic
 from .storage.base import MAX_METADATA_OBJECT
-from .storage.disk_objects import DiskObjectStore
+from .storage.disk_objects import STORE_FORMAT, STORE_FORMATS, DiskObjectStore
 from .storage.disk_refs import DiskRefs
 from .sync import SyncResult
 
@@ -110,13 +110,13 @@ class Repository:
             self.config: dict[str, Any] = parse_json(raw or b"")
         except (OSError, ValueError, JsonError) as e:
             raise UnsupportedFormatError(f"{self.admin_dir / 'config.json'} is unreadable: {e}") from None
-        if not isinstance(self.config, dict) or self.config.get("format") != FORMAT_VERSION:
+        if not isinstance(self.config, dict) or self.config.get("format") not in STORE_FORMATS:
             found = self.config.get("format") if isinstance(self.config, dict) else None
             raise UnsupportedFormatError(
-                f"{self.admin_dir} uses repository format {found!r}; this adaptvc reads format {FORMAT_VERSION}: "
-                "upgrade adaptvc"
+                f"{self.admin_dir} uses repository format {found!r}; this adaptvc reads formats "
+                f"{', '.join(map(str, STORE_FORMATS))}: upgrade adaptvc"
             )
-        self.store = DiskObjectStore(self.admin_dir)
+        self.store = DiskObjectStore(self.admin_dir, packed=self.config["format"] >= 2)
         self.refs = DiskRefs(self.admin_dir)
         self.worktree = WorkTree(self.work_tree, self.admin_dir, self.store, bool(self.config.get("allow_pickle")))
 
@@ -152,7 +152,7 @@ class Repository:
             tmp.mkdir()
             for sub in STORE_LAYOUT:
                 (tmp / sub).mkdir(parents=True)
-            config: dict[str, Any] = {"format": FORMAT_VERSION, "hash": HASH_NAME, "remotes": {}}
+            config: dict[str, Any] = {"format": STORE_FORMAT, "hash": HASH_NAME, "remotes": {}}
             if base or base_revision:
                 config["base"] = {"name_or_path": base, "revision": base_revision}
             if not work_tree:
@@ -674,6 +674,26 @@ class Repository:
         return deployed(directory, self.store)
 
     # -- maintenance ----------------------------------------------------------------------------------------
+    @property
+    def store_format(self) -> int:
+        return int(self.config["format"])
+
+    def upgrade(self, progress: Progress = SILENT) -> dict[str, Any]:
+        """Move a format-1 store (one file per object) to format 2 (packs): every object is verified and
+        written into one pack, the loose files go, then the config says format 2. Safe to interrupt: objects
+        are readable from either place until the last step, and running it again finishes the job."""
+        before = self.store_format
+        if before >= STORE_FORMAT:
+            return {"from": before, "to": before, "objects": 0}
+        packed = DiskObjectStore(self.admin_dir, packed=True)
+        ids = [oid for oid in packed.iter_ids()]
+        packed.repack(set(ids), cutoff=float("inf"), progress=progress)
+        self.config["format"] = STORE_FORMAT
+        self._write_config()
+        self.store = packed
+        self.worktree.store = packed
+        return {"from": before, "to": STORE_FORMAT, "objects": len(ids)}
+
     def fsck(self, progress: Progress = SILENT) -> FsckReport:
         """Re-hash every object and check that everything the history refers to exists."""
         from .ops.fsck import fsck

@@ -165,3 +165,47 @@ def zstd_bomb(megabytes: int = 1500) -> bytes:
         out += w.compress(zeros)
     out += w.flush()
     return bytes(out)
+
+
+def stored_at(store, oid: str) -> tuple[Path, int, int]:
+    """(file, offset, length) of an object's stored bytes: a loose file, or a range of a pack."""
+    where = store.location_of(oid)
+    assert where is not None, f"{oid} is not in the store"
+    return where
+
+
+def corrupt_stored(store, oid: str, position: int = 100, zero: bool = False) -> None:
+    """Damage an object where it is stored (one flipped byte, or every byte zeroed), whatever the layout."""
+    path, offset, length = stored_at(store, oid)
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    if zero:
+        data[offset:offset + length] = b"\0" * length
+    else:
+        data[offset + position % length] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def set_age(store, oid: str, seconds: float) -> None:
+    """Make the file holding an object look ``seconds`` old (a pack is aged as a whole)."""
+    import time
+
+    path, _, _ = stored_at(store, oid)
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def age_of(store, oid: str) -> float:
+    import time
+
+    path, _, _ = stored_at(store, oid)
+    return time.time() - path.stat().st_mtime
+
+
+def loose_store(work: str | os.PathLike[str]) -> None:
+    """Turn a repository that has no commits yet into a format-1 one (one file per object), for tests that
+    work on single objects as files."""
+    config = Path(work, ".adaptvc", "config.json")
+    data = json.loads(config.read_text())
+    data["format"] = 1
+    config.write_text(json.dumps(data))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
 
 import numpy as np
@@ -18,6 +17,7 @@ from adaptvc import Repository
 from adaptvc.cli.main import cli
 from adaptvc.errors import ChecksumMismatchError
 from tests import helpers
+from tests.light import corrupt_stored
 
 TENSOR_KEYS = {"name", "status", "dtype_a", "dtype_b", "shape_a", "shape_b", "norm_a", "norm_b", "delta_norm",
                "rel_delta", "cosine", "max_abs_delta"}
@@ -193,9 +193,7 @@ def test_unchanged_tensors_are_not_read(repo):
     unchanged = [t.name for t in diff.tensors if t.status == "unchanged"]
     mod_unchanged = {m.name for m in diff.modules if m.status == "unchanged"}
     victim = next(n for n in unchanged if "v_proj.lora_B" in n)
-    path = repo.store.path(tensors[victim].blob)
-    os.chmod(path, 0o644)
-    path.write_bytes(b"\x00" * path.stat().st_size)
+    corrupt_stored(repo.store, tensors[victim].blob, zero=True)
     without_modules = repo.diff(a, b, tensors="lora_B")  # lora_B only: tensor numbers, no module numbers
     assert victim in {t.name for t in without_modules.tensors if t.status == "unchanged"}
     assert mod_unchanged  # module numbers for unchanged modules do read their factors...

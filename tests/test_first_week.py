@@ -317,8 +317,9 @@ def test_the_plot_title_uses_the_names_given(tmp_path):
 
 
 def test_huggingface_hub_is_a_core_dependency_imported_lazily():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     deps = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     names = {d.split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in deps["dependencies"]}

@@ -22,6 +22,7 @@ from safetensors.numpy import save_file
 from adaptvc import Repository
 from adaptvc.errors import RefLockedError
 from tests import helpers
+from tests.light import age_of, corrupt_stored, loose_store, set_age
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -208,7 +209,8 @@ def test_commit_with_writes_failing_is_refused_cleanly(tmp_path):
     work = tmp_path / "work"
     repo = Repository.init(work)
     repo.commit("v1", source=write_adapter(tmp_path / "v1", seed=1))
-    before = helpers.files_digest(repo.admin_dir)
+    ids_before = set(repo.store.iter_ids())
+    refs_before = {k: v for k, v in helpers.files_digest(repo.admin_dir).items() if not k.startswith("objects")}
 
     def small_files() -> None:  # every file this process writes is cut at 64 KB: EFBIG, like a full disk
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
@@ -222,32 +224,39 @@ def test_commit_with_writes_failing_is_refused_cleanly(tmp_path):
     assert repo.fsck().ok and [c.message for c in repo.log()] == ["v1"]
     assert os.listdir(repo.store.tmp_dir) == []
     repo.gc(grace_seconds=0)
-    assert helpers.files_digest(repo.admin_dir) == before
+    assert set(Repository(work).store.iter_ids()) == ids_before  # nothing of the failed commit remains
+    assert {k: v for k, v in helpers.files_digest(repo.admin_dir).items() if not k.startswith("objects")} == \
+        refs_before
 
 
 # -- corruption --------------------------------------------------------------------------------------------
-def test_fsck_names_bad_objects_and_who_needs_them(tmp_path):
+@pytest.mark.parametrize("layout", ["loose", "packed"])
+def test_fsck_names_bad_objects_and_who_needs_them(tmp_path, layout):
     work = tmp_path / "work"
-    repo = Repository.init(work)
+    Repository.init(work)
+    if layout == "loose":
+        loose_store(work)
+    repo = Repository(work)
     c1 = repo.commit("v1", source=write_adapter(tmp_path / "v1", seed=1))
     c2 = repo.commit("v2", source=write_adapter(tmp_path / "v2", seed=2))
     assert run_cli(work, "fsck").returncode == 0
     snap = repo.show(c2.id).snapshot
     victim = snap.file("adapter_model.safetensors").layout.tensors[0].blob
-    path = repo.store.path(victim)
-    os.chmod(path, 0o644)
-    data = bytearray(path.read_bytes())
-    data[100] ^= 0xFF  # one corrupted byte
-    path.write_bytes(bytes(data))
+    corrupt_stored(repo.store, victim)  # one corrupted byte
     missing = snap.file("adapter_model.safetensors").layout.tensors[1].blob  # only v2 has it
-    repo.store.path(missing).unlink()
+    if layout == "loose":
+        repo.store.path(missing).unlink()
+    else:  # one object cannot be taken out of a pack: the pack that holds it (v2's) is damaged instead
+        corrupt_stored(repo.store, missing, position=3)
+    repo = Repository(work)
 
     report = repo.fsck()
     assert not report.ok
     problems = {p.oid: p for p in report.problems}
     assert problems[victim].problem.startswith(f"object {victim} is corrupt")
     assert problems[victim].referenced_by == [f"snapshot {c2.snapshot} (adapter_model.safetensors)"]
-    assert problems[missing].problem == "missing"
+    assert problems[missing].problem == "missing" if layout == "loose" else \
+        problems[missing].problem.startswith(f"object {missing} is corrupt")
     res = run_cli(work, "fsck")
     assert res.returncode == 1 and victim in res.stdout and c2.snapshot in res.stdout
     assert res.stderr.startswith("Error: 2 bad object(s)")
@@ -271,9 +280,10 @@ def test_gc_removes_only_what_nothing_reaches(tmp_path):
     repo.switch("main", force=True)
     repo.tag("t0")
     garbage = repo.store.put_bytes(b"nobody points at me" * 100)
-    old = time.time() - 7200
-    os.utime(repo.store.path(garbage), (old, old))
+    repo.store.flush()
+    set_age(repo.store, garbage, 7200)
     fresh = repo.store.put_bytes(b"a commit in progress wrote me")
+    repo.store.flush()
 
     dry = repo.gc(dry_run=True)
     assert dry.removed == [garbage] and repo.store.has(garbage)
@@ -300,11 +310,11 @@ def test_reused_objects_are_freshened_so_gc_spares_them(tmp_path):
     src = write_adapter(tmp_path / "v", seed=1)
     repo.commit("v1", source=src)
     blobs = [t.blob for _, t in repo.show("HEAD").snapshot.tensors()]
-    old = time.time() - 7200
     for b in blobs:
-        os.utime(repo.store.path(b), (old, old))
+        set_age(repo.store, b, 7200)
+    repo = Repository(work)
     repo.commit("again", source=src, allow_empty=True)  # reuses every blob
-    assert all(time.time() - repo.store.path(b).stat().st_mtime < 60 for b in blobs)
+    assert all(age_of(repo.store, b) < 60 for b in blobs)
 
 
 # -- pickle ------------------------------------------------------------------------------------------------

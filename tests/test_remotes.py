@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from click.testing import CliRunner
@@ -13,6 +12,7 @@ from adaptvc.cli.main import cli
 from adaptvc.errors import AdaptvcError, ChecksumMismatchError
 from adaptvc.remotes import NonFastForwardError
 from tests import helpers
+from tests.light import corrupt_stored
 from tests.objservers import azure_service, object_remote, s3_service  # noqa: F401 (fixtures)
 
 
@@ -130,9 +130,7 @@ def test_a_corrupt_remote_object_is_refused_on_arrival(tmp_path):
 
     store = ObjectStore(bare)
     victim = repo.show("HEAD").snapshot.file("adapter_model.safetensors").layout.tensors[0].blob
-    path = store.path(victim)
-    os.chmod(path, 0o644)
-    path.write_bytes(b"\x00" * path.stat().st_size)
+    corrupt_stored(store, victim, zero=True)
     fresh = Repository.init(tmp_path / "fresh")
     fresh.add_remote("origin", str(bare))
     with pytest.raises(ChecksumMismatchError):

@@ -28,7 +28,7 @@ def test_init_layout(tmp_path):
     repo = Repository.init(tmp_path / "w")
     admin = tmp_path / "w" / ".adaptvc"
     assert repo.admin_dir == admin
-    assert json.loads((admin / "config.json").read_text()) == {"format": 1, "hash": "xxh3-128", "remotes": {}}
+    assert json.loads((admin / "config.json").read_text()) == {"format": 2, "hash": "xxh3-128", "remotes": {}}
     assert (admin / "HEAD").read_text() == "ref: refs/heads/main\n"
     assert (admin / "objects").is_dir() and (admin / "refs" / "heads").is_dir()
     assert repo.log() == []
@@ -109,8 +109,11 @@ def test_one_changed_tensor_adds_about_that_tensor_to_the_store(repo_dir):
     v1_layout = repo.show("HEAD~1").snapshot.file("adapter_model.safetensors").layout
     assert snap.file("adapter_model.safetensors").layout.header == v1_layout.header  # same names and shapes
     metadata = repo.store.size(c2.id) + repo.store.size(c2.snapshot)
-    # the new tensor, the new snapshot and the new commit: nothing else
-    assert grown == tensor.size + metadata
+    # the new tensor, the new snapshot and the new commit: nothing else but the new pack's header and index
+    from adaptvc.storage.pack import ENTRY, FANOUT, HEADER, PACK_HEADER, TRAILER
+
+    pack_overhead = len(PACK_HEADER) + HEADER.size + FANOUT.size + 2 * ENTRY.size + TRAILER.size
+    assert grown == tensor.size + metadata + pack_overhead
     assert repo.status().clean
 
 

@@ -28,7 +28,7 @@ from adaptvc.serving.layout import (
     rewrite_base,
     version_of,
 )
-from tests.light import ENV, assert_refused, big_adapter, digest, ok, write_adapter
+from tests.light import ENV, assert_refused, big_adapter, corrupt_stored, digest, ok, write_adapter
 from tests.objservers import object_remote, s3_service  # noqa: F401 (fixture)
 
 NAME = "support-bot"
@@ -409,11 +409,7 @@ def test_a_corrupt_store_makes_nothing_visible(repo, tmp_path):
     do_deploy(repo, srv, "v1")
     before = digest(srv)
     blob = repo.show("v2").snapshot.file("adapter_model.safetensors").layout.tensors[0].blob
-    path = repo.admin_dir / "objects" / blob[:2] / blob[2:]
-    path.chmod(0o644)
-    data = bytearray(path.read_bytes())
-    data[0] ^= 1
-    path.write_bytes(bytes(data))
+    corrupt_stored(repo.store, blob, position=0)
     assert_refused(cli(repo.work_tree, "deploy", "v2", str(srv), "--name", NAME), "corrupt")
     assert digest(srv) == before  # no version folder, no temporary folder, the link where it was
 

@@ -20,6 +20,7 @@ from tests.light import (
     assert_refused,
     canonical,
     cli,
+    corrupt_stored,
     nested_json,
     ok,
     peak_rss,
@@ -28,6 +29,16 @@ from tests.light import (
     write_adapter,
     zstd_bomb,
 )
+
+
+def loose_remote(root: Path) -> str:
+    """A bare folder remote of store format 1 (one file per object), for tests that swap single objects."""
+    from adaptvc.remotes.directory import DirectoryRemote
+
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"format": 1, "hash": "xxh3-128", "bare": True}))
+    DirectoryRemote(str(root)).create()
+    return str(root)
 
 
 def pushed(tmp_path: Path, url: str) -> Repository:
@@ -41,7 +52,9 @@ def pushed(tmp_path: Path, url: str) -> Repository:
 
 
 def _raw(store: Path, oid: str) -> bytes:
-    return (store / "objects" / oid[:2] / oid[2:]).read_bytes()
+    from adaptvc.storage.disk_objects import DiskObjectStore
+
+    return DiskObjectStore(store).read(oid)
 
 
 def craft_folder_version(store: Path, extra: dict[str, bytes], snapshot_edit=None, commit_edit=None) -> str:
@@ -155,7 +168,7 @@ def test_a_compression_bomb_from_a_remote_is_stopped(tmp_path):
 
 
     remote = tmp_path / "remote"
-    origin = pushed(tmp_path, str(remote))
+    origin = pushed(tmp_path, loose_remote(remote))
     tensor = max(origin.show("HEAD").snapshot.tensors(), key=lambda nt: nt[1].size)[1]
     packed = zstd_bomb(1500)
     container = b"AVZ1" + struct.pack("<BQ", 1, tensor.size) + struct.pack("<B", 1) + \
@@ -293,9 +306,10 @@ def test_no_command_configured_by_a_repository_ever_runs(tmp_path):
 def test_a_remote_cannot_make_adaptvc_keep_a_half_made_clone(tmp_path):
     remote = tmp_path / "remote"
     pushed(tmp_path, str(remote))
-    tensor_dir = remote / "objects"
-    victim = sorted(p for p in tensor_dir.rglob("*") if p.is_file() and p.stat().st_size > 1000)[0]
-    victim.write_bytes(b"\x00" * victim.stat().st_size)  # corrupt: refused on arrival
+    from adaptvc.storage.disk_objects import DiskObjectStore
+
+    blob = Repository(tmp_path / "origin-work").show("HEAD").snapshot.file("adapter_model.safetensors").layout.header
+    corrupt_stored(DiskObjectStore(remote), blob, zero=True)  # corrupt: refused on arrival
     target = tmp_path / "clone"
     target.mkdir()
     assert_refused(cli(tmp_path, "clone", str(remote), str(target)), "corrupt")

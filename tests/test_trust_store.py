@@ -30,6 +30,7 @@ from tests.light import (
     big_adapter,
     cli,
     digest,
+    loose_store,
     nested_json,
     ok,
     peak_rss,
@@ -250,7 +251,20 @@ def _replace_with_compressed(work: Path, container: bytes) -> str:
     return t.blob
 
 
-def test_a_compressed_object_declaring_2_to_the_62_bytes_is_reported_not_allocated(committed, tmp_path):
+@pytest.fixture
+def committed_loose(tmp_path) -> Path:
+    """Like ``committed``, in a store of format 1 (one file per object: a compressed one is a ``.z`` file)."""
+    work = write_adapter(tmp_path / "work", seed=1)
+    Repository.init(work)
+    loose_store(work)
+    ok(cli(work, "commit", "-m", "v1"))
+    write_adapter(work, seed=2)
+    ok(cli(work, "commit", "-m", "v2"))
+    return work
+
+
+def test_a_compressed_object_declaring_2_to_the_62_bytes_is_reported_not_allocated(committed_loose, tmp_path):
+    committed = committed_loose
     oid = _replace_with_compressed(committed, _compressed_object_declaring(1 << 62, b"\x00" * 64))
     res = proc(committed, "fsck")
     err = res.stderr.decode()
@@ -259,8 +273,9 @@ def test_a_compressed_object_declaring_2_to_the_62_bytes_is_reported_not_allocat
     assert_refused(proc(committed, "checkout", "HEAD", "-o", str(tmp_path / "out")))
 
 
-def test_a_decompression_bomb_is_stopped_while_streaming(committed, tmp_path):
+def test_a_decompression_bomb_is_stopped_while_streaming(committed_loose, tmp_path):
     """45 KB that inflate to 1.5 GB, under a header claiming 1 KB: memory stays bounded."""
+    committed = committed_loose
 
     packed = zstd_bomb(1500)
     container = b"AVZ1" + struct.pack("<BQ", 1, 1024) + struct.pack("<B", 1) + struct.pack("<BQ", 1, len(packed)) \

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import AdaptvcError
+from ..errors import AdaptvcError, ChecksumMismatchError, CorruptObjectError
 from ..progress import SILENT, Progress
 from ..storage.base import ObjectStore, Refs
 from ..storage.compression import ELEMENT_SIZE
@@ -55,31 +55,51 @@ def gc(store: ObjectStore, refs: Refs, grace_seconds: float = DEFAULT_GRACE_SECO
             "reachable is uncertain and gc deletes nothing; run 'adaptvc fsck' to see them"
         )
     report = GcReport(dry_run=dry_run, reachable=len(reach.objects))
-    for oid in list(store.iter_ids()):
-        if oid in reach.objects or oid in reach.problems:
-            continue
-        freed = store.prune(oid, cutoff, dry_run)
-        if freed is None:
-            report.kept_recent += 1
-            continue
-        report.removed.append(oid)
-        report.bytes_freed += freed
+    keep = set(reach.objects) | set(reach.problems)
+    repack = getattr(store, "repack", None)
+    if repack is not None and getattr(store, "packed", False):
+        # packs: everything old is consolidated into one pack of what is reachable (compressed with --aggressive)
+        try:
+            packed = repack(keep, cutoff, dry_run, _compressible(store, reach.objects) if aggressive else None,
+                            progress)
+        except (ChecksumMismatchError, CorruptObjectError) as e:
+            raise AdaptvcError(f"{e}; gc deletes nothing while the store is damaged") from None
+        report.removed, report.bytes_freed = packed.removed, packed.bytes_freed
+        report.bytes_compressed = packed.bytes_compressed
+        report.kept_recent = sum(1 for oid in store.iter_ids() if oid not in keep) if dry_run else \
+            sum(1 for oid in store.iter_ids() if oid not in keep and oid not in packed.removed)
+    else:
+        for oid in list(store.iter_ids()):
+            if oid in keep:
+                continue
+            freed = store.prune(oid, cutoff, dry_run)
+            if freed is None:
+                report.kept_recent += 1
+                continue
+            report.removed.append(oid)
+            report.bytes_freed += freed
+        if aggressive and not dry_run:
+            report.bytes_compressed = _repack(store, reach.objects, progress)
     report.temp_files_removed = store.prune_temporary(cutoff, dry_run)
-    if aggressive and not dry_run:
-        report.bytes_compressed = _repack(store, reach.objects, progress)
     if not dry_run and hasattr(store, "remove_empty_fanout"):
         store.remove_empty_fanout()
     return report
 
 
-def _repack(store: ObjectStore, reachable: dict[str, str], progress: Progress) -> int:
-    """Compress every reachable tensor blob whose dtype the byte-grouping codec knows (see compression.py)."""
+def _compressible(store: ObjectStore, reachable: dict[str, str]) -> dict[str, str]:
+    """{blob id: dtype} of every reachable tensor whose dtype the byte-grouping codec knows."""
     dtypes: dict[str, str] = {}
     for oid, kind in reachable.items():
         if kind == "snapshot":
             for _, t in store.read_snapshot(oid).tensors():
                 if t.dtype in ELEMENT_SIZE:
                     dtypes[t.blob] = t.dtype
+    return dtypes
+
+
+def _repack(store: ObjectStore, reachable: dict[str, str], progress: Progress) -> int:
+    """Compress every reachable tensor blob stored loose (format 1 stores)."""
+    dtypes = _compressible(store, reachable)
     raw = [oid for oid in dtypes if store.has(oid) and not store.is_compressed(oid)]
     progress.begin("compress", sum(store.size(oid) for oid in raw))
     saved = 0

@@ -14,14 +14,13 @@ from pathlib import Path
 
 from ..errors import RefMovedError, SymlinkRefusedError
 from ..hashing import HASH_NAME
-from ..objects import FORMAT_VERSION
 from ..ops.graph import closure
 from ..parsing import JsonError, parse_json
 from ..progress import SILENT, Progress
 from ..refnames import HEADS, TAGS
 from ..storage.atomic import open_dir, read_file, write_atomic
 from ..storage.base import ObjectStore
-from ..storage.disk_objects import DiskObjectStore
+from ..storage.disk_objects import STORE_FORMAT, STORE_FORMATS, DiskObjectStore
 from ..storage.disk_refs import DiskRefs
 from .base import NonFastForwardError, RefUpdate, Remote, RemoteError
 
@@ -34,12 +33,22 @@ class DirectoryRemote(Remote):
         self.name = name
         path = url[len("file://"):] if url.startswith("file://") else url
         self.root = Path(path).expanduser()
-        self.store = DiskObjectStore(self.root)
+        self.store = DiskObjectStore(self.root, packed=self._format() >= 2)
         self.refs = DiskRefs(self.root)
         self.skipped_refs = []
 
     def exists(self) -> bool:
         return (self.root / "config.json").is_file()
+
+    def _format(self) -> int:
+        """The store layout of the remote folder (2, packs, for a new one)."""
+        try:
+            raw = read_file(self.root, "config.json", 1 << 20)
+            config = parse_json(raw) if raw else {}
+        except (OSError, ValueError, JsonError):
+            return STORE_FORMAT
+        found = config.get("format") if isinstance(config, dict) else None
+        return found if found in STORE_FORMATS else STORE_FORMAT
 
     def _check(self) -> None:
         if not self.exists():
@@ -49,8 +58,8 @@ class DirectoryRemote(Remote):
             config = parse_json(raw or b"")
         except (OSError, ValueError, JsonError):
             config = {}
-        if not isinstance(config, dict) or config.get("format") != FORMAT_VERSION:
-            raise RemoteError(f"{self.url} is not an adaptvc store of format {FORMAT_VERSION}")
+        if not isinstance(config, dict) or config.get("format") not in STORE_FORMATS:
+            raise RemoteError(f"{self.url} is not an adaptvc store (formats {', '.join(map(str, STORE_FORMATS))})")
 
     def create(self, private: bool = False) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -63,7 +72,8 @@ class DirectoryRemote(Remote):
             self.refs.init_head(HEADS + "main")
         if not self.exists():
             write_atomic(self.root, "config.json",
-                         json.dumps({"format": FORMAT_VERSION, "hash": HASH_NAME, "bare": True}, indent=2).encode())
+                         json.dumps({"format": STORE_FORMAT, "hash": HASH_NAME, "bare": True}, indent=2).encode())
+            self.store = DiskObjectStore(self.root, packed=True)
 
     def list_refs(self) -> dict[str, str]:
         self._check()

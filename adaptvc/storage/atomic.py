@@ -48,9 +48,7 @@ def open_dir(root: str | os.PathLike[str], rel: str | Sequence[str] = (), create
             except FileNotFoundError:
                 if not create:
                     raise
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, mode, dir_fd=fd)
-                nfd = _open_component(part, fd, root, parts[: i + 1])
+                nfd = _make_component(part, fd, root, parts[: i + 1], mode)
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
                     _refuse(part, fd, root, parts[: i + 1], create)
@@ -73,6 +71,20 @@ def _refuse(part: str, fd: int, root: str | os.PathLike[str], shown: list[str], 
     if st is None or stat.S_ISLNK(st.st_mode):
         raise SymlinkRefusedError(path, writing=writing) from None
     raise NotADirectoryError(errno.ENOTDIR, "Not a folder", path) from None
+
+
+def _make_component(part: str, fd: int, root: str | os.PathLike[str], shown: list[str], mode: int) -> int:
+    """Create the folder ``part`` and open it; again if someone (gc, tidying empty folders) removed it in
+    between."""
+    for attempt in range(5):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(part, mode, dir_fd=fd)
+        try:
+            return _open_component(part, fd, root, shown)
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _open_component(part: str, fd: int, root: str | os.PathLike[str], shown: list[str]) -> int:
