@@ -7,7 +7,7 @@ STAMP := $(VENV)/.adaptvc-installed
 # The CPU wheel of torch; users may install any torch they like, tests and CI pin this one.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench ui-screenshots clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench: $(STAMP)
 	command -v git-lfs >/dev/null || ((apt-get update -qq && apt-get install -y -qq git-lfs) >/dev/null 2>&1 || true)
 	test -x .venv-bench/bin/dvc || ($(PYTHON) -m venv .venv-bench && .venv-bench/bin/pip install -q dvc) || true
 	$(BIN)/python -m bench --dvc .venv-bench/bin/dvc $(BENCH_ARGS)
+
+# The screenshots of docs/ui.md, taken with headless chromium (apt-get install chromium chromium-driver).
+ui-screenshots: $(STAMP)
+	$(BIN)/python -m bench.ui_screenshots
 
 lint: $(STAMP)
 	$(BIN)/ruff check adaptvc tests bench

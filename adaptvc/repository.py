@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from . import sync
 from .errors import (
     AdaptvcError,
+    AdaptvcWarning,
     NotARepositoryError,
     NothingToCommitError,
     RefExistsError,
@@ -39,6 +41,7 @@ from .objects import BasePin, Commit, Snapshot
 from .ops import graph
 from .ops.capture import build_snapshot, capture_bytes, find_adapter_files, read_config
 from .ops.gc import DEFAULT_GRACE_SECONDS
+from .ops.ignore import exclude_checkout_dir, ignore_for
 from .ops.materialise import checkout_into
 from .ops.record import Target, check_inputs, head_target, record
 from .ops.revisions import resolve_revision
@@ -60,6 +63,12 @@ from .sync import SyncResult
 if TYPE_CHECKING:  # the modules behind diff, fsck and base checks load numpy: import them only when used
     from .ops.fsck import FsckReport
     from .ops.gc import GcReport
+    from .ops.merge import MergeResult
+    from .ops.reflog_expire import ExpireReport
+    from .ops.reset import ResetResult
+    from .ops.restore import RestoreResult
+    from .ops.show import TensorStats
+    from .ops.tracking import Tracking
     from .serving.deploy import DeployedReport, DeployResult
     from .serving.export import ExportResult
     from .tensors.diff import Diff
@@ -290,7 +299,8 @@ class Repository:
         target = head_target(self.refs)
         parent = target.expected
         try:
-            files = find_adapter_files(src, allow_pickle=allow_pickle, with_training_state=with_training_state)
+            files = find_adapter_files(src, allow_pickle=allow_pickle, with_training_state=with_training_state,
+                                       ignore=ignore_for(src, self.work_tree, self.admin_dir))
             snapshot = build_snapshot(files, self.store, progress, self.worktree.stat_cache(src))
             if parent and not allow_empty and self._same_meaning(self.store.read_commit(parent).snapshot, snapshot):
                 raise NothingToCommitError(parent)
@@ -402,6 +412,12 @@ class Repository:
         return self.worktree.status(head, old, Path(source) if source is not None else None,
                                     config_of=self.config_at)
 
+    def status_json(self) -> dict[str, Any]:
+        """What ``status --json`` prints (and the web UI serves): the status, and where the branch stands
+        against its upstream."""
+        tracking = self.tracking()
+        return {**self.status().to_dict(), "upstream": tracking.to_json() if tracking else None}
+
     def config_at(self, snapshot: Snapshot, path: str = CONFIG_NAME) -> dict[str, Any]:
         """The adapter config stored at ``path`` in ``snapshot`` ({} when absent)."""
         entry = snapshot.file(path)
@@ -459,6 +475,10 @@ class Repository:
             if resolved == self.admin_dir or self.admin_dir in resolved.parents:
                 raise WouldOverwriteError([str(out)], f"that is inside the store ({ADMIN_DIR}); choose another "
                                                       "folder")
+            excluded = exclude_checkout_dir(self.work_tree, self.admin_dir, out)
+            if excluded is not None:  # else the next commit would capture it as a sub-adapter
+                warnings.warn(f"{out} is inside the work tree: added {excluded} to {ADMIN_DIR}/info/exclude so "
+                              "commits leave it out", AdaptvcWarning, stacklevel=2)
             checkout_into(self.store, snapshot, out, commit.id, force, progress, self.admin_dir / "checkouts")
             return commit
         self._needs_work_tree(f"write the version into a folder with 'adaptvc checkout {rev} -o DIR'")
@@ -743,6 +763,93 @@ class Repository:
         if name == self.current_branch():
             raise AdaptvcError(f"cannot delete the current branch {name!r}; switch to another branch first")
         return self._delete_ref(HEADS, "branch", name)
+
+    # -- merging and rewinding (issue 14) ---------------------------------------------------------------------
+    def merge(self, rev: str, message: str | None = None, *, strategy: str = "combine", ours: Sequence[str] = (),
+              theirs: Sequence[str] = (), rank: int | None = None, weights: tuple[float, float] | None = None,
+              density: float | None = None, seed: int | None = None, ff: bool = True, ff_only: bool = False,
+              allow_unrelated: bool = False, author: str | None = None, progress: Progress = SILENT) -> MergeResult:
+        """Merge version ``rev`` into the current branch, three-way against the merge base (exact for LoRA:
+        see docs/merge.md). Returns what was done; ``.to_json()`` is ``merge --json``. Raises
+        MergeConflictError (``.result.conflicts``) or MergeError before anything is written."""
+        from .ops.merge import MergeOptions, merge
+
+        options = MergeOptions(strategy, tuple(ours), tuple(theirs), rank, weights, density, seed)
+        return merge(self.store, self.refs, self.worktree, rev, self.resolve(rev), message=message,
+                     author=author if author is not None else default_author(self.work_tree), options=options,
+                     ff=ff, ff_only=ff_only, allow_unrelated=allow_unrelated, progress=progress)
+
+    def merge_base(self, a: str, b: str = "HEAD", *, all_bases: bool = False) -> list[str]:
+        """The best common ancestor of ``a`` and ``b`` (every one with ``all_bases``); [] when unrelated."""
+        from .ops.merge import merge_base
+
+        return merge_base(self.store, self.resolve(a), self.resolve(b), all_bases)
+
+    def revert(self, rev: str, message: str | None = None, *, mainline: int | None = None,
+               strategy: str = "combine", ours: Sequence[str] = (), theirs: Sequence[str] = (),
+               rank: int | None = None, author: str | None = None, progress: Progress = SILENT) -> MergeResult:
+        """Record a commit that undoes what ``rev`` changed (a merge commit needs ``mainline``)."""
+        from .ops.merge import MergeOptions
+        from .ops.revert import revert
+
+        return revert(self.store, self.refs, self.worktree, rev, self.resolve(rev),
+                      author=author if author is not None else default_author(self.work_tree), message=message,
+                      mainline=mainline, options=MergeOptions(strategy, tuple(ours), tuple(theirs), rank),
+                      progress=progress)
+
+    def reset(self, rev: str = "HEAD", mode: str = "mixed", *, progress: Progress = SILENT) -> ResetResult:
+        """Move the current branch (or detached HEAD) to ``rev``; ``mode="hard"`` also rewrites the tracked
+        files of the work tree (untracked files are never touched)."""
+        from .ops.reset import reset
+
+        return reset(self.store, self.refs, self.worktree, rev, self.resolve(rev), mode, progress)
+
+    def restore(self, paths: Sequence[str] = (), *, source: str = "HEAD", tensors: Sequence[str] = (),
+                progress: Progress = SILENT) -> RestoreResult:
+        """Write files (paths or globs of the work tree) or tensors (globs over tensor names) of version
+        ``source`` into the work tree; other tensors keep their bytes. HEAD does not move."""
+        from .ops.restore import restore
+
+        oid = self.resolve(source)
+        return restore(self.store, self.work_tree, oid, self.show(oid).snapshot, self._head_snapshot(), list(paths),
+                       list(tensors), label=source, progress=progress)
+
+    def expire_reflog(self, refs: Sequence[str] | None = None, *, expire: str | None = None,
+                      expire_unreachable: str | None = None, dry_run: bool = False) -> ExpireReport:
+        """git's ``reflog expire`` for ``refs`` (None: every reflog). ``expire`` / ``expire_unreachable`` are
+        WHENs (``"now"``, ``"never"``, ``"30d"``, ``"2.weeks.ago"``, a date); None: git's 90 / 30 days."""
+        import time
+
+        from .ops.reflog_expire import expire_reflogs, full_ref_name, parse_when
+
+        now = time.time()
+        return expire_reflogs(self.store, self.refs,
+                              None if refs is None else [full_ref_name(self.refs, r) for r in refs],
+                              expire=parse_when(expire, now) if expire is not None else None,
+                              expire_unreachable=parse_when(expire_unreachable, now)
+                              if expire_unreachable is not None else None, now=now, dry_run=dry_run)
+
+    def file_bytes(self, rev: str, path: str) -> bytes:
+        """The bytes of file ``path`` of version ``rev``, as committed (``show REV:PATH``)."""
+        from .ops.show import file_chunks
+
+        return b"".join(bytes(c) for c in file_chunks(self.store, self.show(rev).snapshot, path, rev))
+
+    def tensor_stats(self, rev: str, name: str) -> list[TensorStats]:
+        """dtype, shape, hash and min/max/mean/std/norm of tensor ``name`` of ``rev`` (a glob: every match)."""
+        from .ops.show import select_tensors, tensor_stats
+
+        return [tensor_stats(self.store, n, t) for n, t in select_tensors(self.show(rev).snapshot, name, rev)]
+
+    def ls_remote(self, remote: str | None = None) -> dict[str, str]:
+        """``{ref: commit id}`` of the branches and tags ``remote`` holds now."""
+        return self._choose(remote).remote.list_refs()
+
+    def tracking(self) -> Tracking | None:
+        """How the current branch stands against ``origin/<branch>`` (ahead, behind); None without one."""
+        from .ops.tracking import tracking
+
+        return tracking(self.store, self.refs, self.current_branch(), list(self.remotes()))
 
 
 def load(model: Any, repository: str | os.PathLike[str] = ".", rev: str = "HEAD", **kwargs: Any) -> Any:

@@ -79,7 +79,7 @@ def test_newcomer_session(work, tmp_path):
 
     assert run_json(work, "status") == {"clean": True, "head": log[0]["id"], "modified": [], "added": [],
                                         "removed": [], "config_changed": False, "config_keys": [],
-                                        "files": {"modified": [], "added": [], "removed": []}}
+                                        "files": {"modified": [], "added": [], "removed": []}, "upstream": None}
     assert "nothing to commit" in run(work, "status").stdout
 
     out = tmp_path / "serve"

@@ -29,12 +29,14 @@ COMMANDS: dict[str, str] = {
     "resume": "worktree",
     "log": "history", "show": "history", "reflog": "history",
     "diff": "diff",
+    "merge": "merge", "merge-base": "merge", "revert": "merge", "reset": "merge", "restore": "merge",
     "tag": "refs", "branch": "refs", "switch": "refs",
-    "remote": "remote", "push": "remote", "fetch": "remote", "pull": "remote", "clone": "remote",
+    "remote": "remote", "push": "remote", "fetch": "remote", "pull": "remote", "clone": "remote", "ls-remote": "remote",
     "verify-base": "verify_base",
     "hooks": "hooks", "pin": "hooks",
     "fsck": "maintenance", "gc": "maintenance", "unlock": "maintenance",
     "export": "serving", "deploy": "serving", "deployed": "serving",
+    "ui": "ui",
 }
 
 

@@ -18,7 +18,7 @@ import errno
 import io
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,8 @@ def _regular(folder: Path, name: str, rel: str) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
-def _adapter_dir_files(folder: Path, prefix: str, allow_pickle: bool) -> list[str]:
+def _adapter_dir_files(folder: Path, prefix: str, allow_pickle: bool,
+                       ignore: Callable[[str], bool] | None = None) -> list[str]:
     if not _regular(folder, CONFIG_NAME, prefix + CONFIG_NAME):
         return []
     weights = WEIGHTS_NAME
@@ -91,7 +92,8 @@ def _adapter_dir_files(folder: Path, prefix: str, allow_pickle: bool) -> list[st
         if not allow_pickle:
             raise PickleRefusedError(str(folder / PICKLE_WEIGHTS_NAME))
         weights = PICKLE_WEIGHTS_NAME
-    names = [CONFIG_NAME, weights, *(n for n in COMPANION_FILES if _regular(folder, n, prefix + n))]
+    names = [CONFIG_NAME, weights, *(n for n in COMPANION_FILES
+                                     if not (ignore and ignore(prefix + n)) and _regular(folder, n, prefix + n))]
     return [prefix + n for n in names]
 
 
@@ -115,19 +117,21 @@ def pickle_to_safetensors(data: bytes, rel: str) -> bytes:
 
 
 def find_adapter_files(folder: str | os.PathLike[str], allow_pickle: bool = False,
-                       with_training_state: bool = False) -> AdapterFiles:
+                       with_training_state: bool = False, ignore: Callable[[str], bool] | None = None,
+                       ) -> AdapterFiles:
     """The adapter files of ``folder``: the top-level adapter and every sub-folder adapter (PEFT saves a
     model's extra adapters as ``<folder>/<adapter name>/``). Trainer ``checkpoint-*`` folders, hidden folders
     and folders that cannot be read are not adapters of this folder and are skipped. ``with_training_state``
-    adds the Trainer's files for resuming (optimizer, scheduler, RNG, trainer state)."""
+    adds the Trainer's files for resuming (optimizer, scheduler, RNG, trainer state). ``ignore(path)`` leaves out
+    sub-folders (``serve/``) and companion files it names (the work tree's ignore files, ``ops/ignore.py``)."""
     root = Path(folder)
     if not root.is_dir():
         raise NoAdapterError(str(root), "no such folder")
-    paths = _adapter_dir_files(root, "", allow_pickle)
+    paths = _adapter_dir_files(root, "", allow_pickle, ignore)
     with os.scandir(root) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
-        if not is_adapter_folder_name(entry.name):
+        if not is_adapter_folder_name(entry.name) or (ignore is not None and ignore(entry.name + "/")):
             continue
         try:
             if entry.is_symlink():
@@ -136,7 +140,7 @@ def find_adapter_files(folder: str | os.PathLike[str], allow_pickle: bool = Fals
                 continue
             if not entry.is_dir(follow_symlinks=False):
                 continue
-            paths += _adapter_dir_files(Path(entry.path), entry.name + "/", allow_pickle)
+            paths += _adapter_dir_files(Path(entry.path), entry.name + "/", allow_pickle, ignore)
         except PermissionError:
             continue  # not ours to read, so not an adapter we could version
     if not any(p.endswith(CONFIG_NAME) for p in paths):
@@ -144,7 +148,8 @@ def find_adapter_files(folder: str | os.PathLike[str], allow_pickle: bool = Fals
             raise NoAdapterError(str(root), f"{WEIGHTS_NAME} has no {CONFIG_NAME} beside it")
         raise NoAdapterError(str(root), describe_other_weights(root) or "")
     if with_training_state:
-        paths += [e.name for e in entries if is_training_state(e.name) and _regular(root, e.name, e.name)]
+        paths += [e.name for e in entries if is_training_state(e.name) and not (ignore and ignore(e.name))
+                  and _regular(root, e.name, e.name)]
     return AdapterFiles(root, tuple(sorted(paths)))
 
 

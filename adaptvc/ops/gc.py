@@ -9,6 +9,7 @@ object's time after taking it away, so a writer that reuses (freshens) an object
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,12 @@ def cutoff_for(store: ObjectStore, grace_seconds: float) -> float:
 
 
 def gc(store: ObjectStore, refs: Refs, grace_seconds: float = DEFAULT_GRACE_SECONDS,
-       dry_run: bool = False, aggressive: bool = False, progress: Progress = SILENT) -> GcReport:
+       dry_run: bool = False, aggressive: bool = False, progress: Progress = SILENT,
+       expire_reflogs: bool = True) -> GcReport:
+    if expire_reflogs and not dry_run:  # as git gc: reflog entries past 90 days (30 when unreachable) go first
+        from .reflog_expire import expire_reflogs as expire
+
+        expire(store, refs, now=time.time())
     cutoff = cutoff_for(store, grace_seconds)  # fixed before the walk
     reach = walk(store, refs)
     if reach.live_problems:

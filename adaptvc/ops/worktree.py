@@ -20,6 +20,7 @@ from ..progress import SILENT, Progress
 from ..storage.base import ObjectStore
 from ..storage.stat_cache import StatCache
 from .capture import build_snapshot, find_adapter_files, read_config
+from .ignore import ignore_for
 from .materialise import file_hash, file_state, folder_lock, materialise, open_dirs
 from .status import Status, compare_snapshots, config_changes
 
@@ -46,7 +47,8 @@ class WorkTree:
         """The snapshot, and why it is empty when it is (what the folder holds instead)."""
         src = folder if folder is not None else self.root
         try:
-            files = find_adapter_files(src, allow_pickle=self.allow_pickle)
+            files = find_adapter_files(src, allow_pickle=self.allow_pickle,
+                                       ignore=ignore_for(src, self.root, self.admin_dir))
         except NoAdapterError as e:
             return Snapshot(()), str(e)
         return build_snapshot(files, None, cache=self.stat_cache(src)), None

@@ -81,12 +81,15 @@ def commit(state: State, message: str, source: str | None, base: str | None, bas
 def status(state: State, as_json: bool) -> None:
     """Show which tensors and files of the work tree differ from HEAD."""
     repo = state.repo
-    st = repo.status()
     if as_json:
-        echo_json(st.to_dict())
+        echo_json(repo.status_json())
         return
+    st = repo.status()
+    tracking = repo.tracking()
     branch = repo.current_branch()
     click.echo(f"On branch {branch}" if branch else f"HEAD detached at {short(repo.head())}")
+    if tracking is not None:
+        click.echo(tracking.describe())
     if st.head is None:
         click.echo("No commits yet")
     if st.note and (st.clean or st.head is None):
