@@ -9,12 +9,15 @@ is decoded, its nesting depth is bounded (a document nested 100,000 deep must be
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .errors import InvalidInputError, InvalidTextError
 
 #: deeper than any adapter config, commit or metadata adaptvc writes
 MAX_JSON_DEPTH = 64
+#: the only way JSON text decodes to a lone surrogate: a \uD800–\uDFFF escape
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class JsonError(ValueError):
@@ -49,9 +52,11 @@ def parse_json(data: bytes | str, max_bytes: int | None = None, max_depth: int =
         raise JsonError("not UTF-8") from None
     except ValueError as e:
         raise JsonError(f"not valid JSON ({e})") from None
-    if not json_depth_ok(value, max_depth):
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    # the walks below are needed only when the text could hold what they look for (fast for the usual case)
+    if raw.count(b"[") + raw.count(b"{") > max_depth and not json_depth_ok(value, max_depth):
         raise JsonError(f"nested deeper than {max_depth} levels")
-    if not text_ok(value):
+    if _SURROGATE_ESCAPE.search(raw) and not text_ok(value):
         raise JsonError("holds a string that is not valid Unicode")
     return value
 

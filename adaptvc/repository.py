@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import sync
 from .errors import (
     AdaptvcError,
     AdaptvcWarning,
@@ -35,14 +32,9 @@ from .errors import (
     WouldOverwriteError,
 )
 from .hashing import HASH_NAME, is_object_id
-from .hfcache import resolve_base_folder
-from .live import is_live_model, load_into, saved_model
 from .objects import BasePin, Commit, Snapshot
-from .ops import graph
 from .ops.capture import build_snapshot, capture_bytes, find_adapter_files, read_config
-from .ops.gc import DEFAULT_GRACE_SECONDS
 from .ops.ignore import exclude_checkout_dir, ignore_for
-from .ops.materialise import checkout_into
 from .ops.record import Target, check_inputs, head_target, record
 from .ops.revisions import resolve_revision
 from .ops.status import Status, config_changes
@@ -50,17 +42,14 @@ from .ops.worktree import WorkTree
 from .parsing import JsonError, parse_json
 from .peft_layout import CONFIG_NAME, is_config_path, is_training_state
 from .progress import SILENT, Progress
-from .provenance.code import code_provenance, default_author
 from .refnames import HEADS, REMOTES, TAGS, check_ref_name
-from .remotes import open_remote
-from .remotes.registry import default_clone_folder
 from .storage.atomic import read_file, write_atomic
 from .storage.base import MAX_METADATA_OBJECT
 from .storage.disk_objects import STORE_FORMAT, STORE_FORMATS, DiskObjectStore
 from .storage.disk_refs import DiskRefs
-from .sync import SyncResult
 
-if TYPE_CHECKING:  # the modules behind diff, fsck and base checks load numpy: import them only when used
+if TYPE_CHECKING:  # imported where they are used: a command pays only for what it needs (start-up time)
+    from . import sync
     from .ops.fsck import FsckReport
     from .ops.gc import GcReport
     from .ops.merge import MergeResult
@@ -71,6 +60,7 @@ if TYPE_CHECKING:  # the modules behind diff, fsck and base checks load numpy: i
     from .ops.tracking import Tracking
     from .serving.deploy import DeployedReport, DeployResult
     from .serving.export import ExportResult
+    from .sync import SyncResult
     from .tensors.diff import Diff
     from .tensors.reader import TensorReader
 
@@ -125,7 +115,7 @@ class Repository:
                 f"{self.admin_dir} uses repository format {found!r}; this adaptvc reads formats "
                 f"{', '.join(map(str, STORE_FORMATS))}: upgrade adaptvc"
             )
-        self.store = DiskObjectStore(self.admin_dir, packed=self.config["format"] >= 2)
+        self.store = DiskObjectStore(self.admin_dir, packed=self.config["format"] >= 2, cache_commits=True)
         self.refs = DiskRefs(self.admin_dir)
         self.worktree = WorkTree(self.work_tree, self.admin_dir, self.store, bool(self.config.get("allow_pickle")))
 
@@ -156,7 +146,7 @@ class Repository:
         check_ref_name(branch, "branch name")
         root.mkdir(parents=True, exist_ok=True)
         # build in a temporary folder, then rename: a half-initialised repository never exists
-        tmp = root / f"{ADMIN_DIR}.init-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = root / f"{ADMIN_DIR}.init-{os.getpid()}-{os.urandom(4).hex()}"
         try:
             tmp.mkdir()
             for sub in STORE_LAYOUT:
@@ -170,6 +160,8 @@ class Repository:
             DiskRefs(tmp).init_head(HEADS + branch)
             os.rename(tmp, admin)
         except OSError:
+            import shutil
+
             shutil.rmtree(tmp, ignore_errors=True)
             if admin.exists():
                 raise RepositoryExistsError(str(admin.resolve())) from None
@@ -239,6 +231,8 @@ class Repository:
         revision = base_revision or default.get("revision") or (cfg_rev if from_config else None)
         local = cfg_name if cfg_name and cfg_name != name and Path(cfg_name).expanduser().is_dir() else None
         fingerprint = None
+        from .hfcache import resolve_base_folder
+
         if resolve_base_folder(local or name, revision) is not None:  # the base is at hand: fingerprint it
             from .basemodel import pin_fingerprint
 
@@ -285,6 +279,9 @@ class Repository:
 
         ``adapter_model.bin`` (pickle) is refused unless ``allow_pickle``; then it is loaded with
         ``torch.load(weights_only=True)`` and stored as safetensors."""
+        from .live import is_live_model, saved_model
+        from .provenance.code import code_provenance, default_author
+
         if source is not None and is_live_model(source):
             with saved_model(source, self.admin_dir / "tmp", adapter_name) as folder:
                 return self.commit(message, folder, base=base, base_revision=base_revision, metadata=metadata,
@@ -349,6 +346,8 @@ class Repository:
         """
         if (files is None) == (snapshot is None):
             raise AdaptvcError("give either files or a snapshot to record")
+        from .provenance.code import default_author
+
         author = author if author is not None else default_author(self.work_tree)
         check_inputs(message, author, metadata)
         if branch is not None:
@@ -382,6 +381,8 @@ class Repository:
         version = self.show(rev)
         prefix = f"{subfolder.strip('/')}/" if subfolder else ""
         config = self.config_at(version.snapshot, prefix + CONFIG_NAME)
+        from .live import load_into
+
         return load_into(self.store, version.commit, version.snapshot, config, model, adapter_name=adapter_name,
                          is_trainable=is_trainable, subfolder=subfolder, force=force)
 
@@ -395,7 +396,11 @@ class Repository:
             start = head
         else:
             start = self.resolve(rev)
-        return list(graph.walk(self.store, [start], max_count))
+        from .ops import graph
+
+        commits = list(graph.walk(self.store, [start], max_count))
+        self.store.save_caches()
+        return commits
 
     # -- comparing ------------------------------------------------------------------------------------------
     def worktree_snapshot(self, source: str | os.PathLike[str] | None = None) -> Snapshot:
@@ -479,6 +484,8 @@ class Repository:
             if excluded is not None:  # else the next commit would capture it as a sub-adapter
                 warnings.warn(f"{out} is inside the work tree: added {excluded} to {ADMIN_DIR}/info/exclude so "
                               "commits leave it out", AdaptvcWarning, stacklevel=2)
+            from .ops.materialise import checkout_into
+
             checkout_into(self.store, snapshot, out, commit.id, force, progress, self.admin_dir / "checkouts")
             return commit
         self._needs_work_tree(f"write the version into a folder with 'adaptvc checkout {rev} -o DIR'")
@@ -555,6 +562,8 @@ class Repository:
             raise AdaptvcError(f"invalid remote name {name!r}: no '/'")
         if name in self.remotes():
             raise RefExistsError(f"remote {name!r}", f" ({self.remotes()[name]}); remove it first")
+        from .remotes import open_remote
+
         open_remote(url, name)  # refuses URLs no remote type understands
         if not isinstance(self.config.get("remotes"), dict):
             self.config["remotes"] = {}
@@ -574,6 +583,8 @@ class Repository:
                 self.refs.delete_reflog(ref)
 
     def _choose(self, remote: str | None) -> sync.RemoteChoice:
+        from . import sync
+
         return sync.choose_remote(self.remotes(), remote, self.store)
 
     def push(self, remote: str | None = None, branches: list[str] | None = None, *, tags: bool = False,
@@ -587,14 +598,20 @@ class Repository:
             branches = [current]
         for b in branches:
             check_ref_name(b, "branch name")
+        from . import sync
+
         return sync.push(self.store, self.refs, self._choose(remote), branches, tags, private, progress)
 
     def fetch(self, remote: str | None = None, progress: Progress = SILENT) -> SyncResult:
         """Bring what the local store lacks from ``remote``; update ``refs/remotes/<remote>/…`` and new tags."""
+        from . import sync
+
         return sync.fetch(self.store, self.refs, self._choose(remote), progress)
 
     def pull(self, remote: str | None = None, *, force: bool = False, progress: Progress = SILENT) -> SyncResult:
         """Fetch, then fast-forward the current branch and the work tree; a diverged branch is refused."""
+        from . import sync
+
         choice = self._choose(remote)
         result = sync.fetch(self.store, self.refs, choice, progress)
         branch = self.current_branch()
@@ -623,6 +640,9 @@ class Repository:
         """A new repository in ``directory`` with every version of ``url`` and its default branch checked out
         (or ``revision``). The store is built in a temporary folder beside the target and renamed into place
         only when complete: a failed clone leaves nothing behind, and a second try starts clean."""
+        from .remotes import open_remote
+        from .remotes.registry import default_clone_folder
+
         remote = open_remote(url, "origin")
         if not remote.exists():
             raise AdaptvcError(f"nothing to clone at {url}{remote.missing_hint()}")
@@ -632,7 +652,7 @@ class Repository:
             raise AdaptvcError(f"{target} exists and is not empty; choose another folder")
         parent = target.absolute().parent
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f".{target.name}.adaptvc-clone-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = parent / f".{target.name}.adaptvc-clone-{os.getpid()}-{os.urandom(4).hex()}"
         branch = remote.default_branch() or DEFAULT_BRANCH
         check_ref_name(branch, "branch name")
         try:
@@ -648,6 +668,8 @@ class Repository:
                 staging.refs.set_if_equals(HEADS + branch, None, theirs, f"clone: from {url}")
             os.rename(tmp, target)
         except BaseException:
+            import shutil
+
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         try:
@@ -655,6 +677,8 @@ class Repository:
             if theirs is not None or revision is not None:
                 repo.checkout(revision or branch, force=True, progress=progress)
         except BaseException:
+            import shutil
+
             if existed:
                 for child in list(target.iterdir()):
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
@@ -720,13 +744,14 @@ class Repository:
 
         return fsck(self.store, self.refs, progress)
 
-    def gc(self, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False, *, aggressive: bool = False,
+    def gc(self, grace_seconds: float | None = None, dry_run: bool = False, *, aggressive: bool = False,
            progress: Progress = SILENT) -> GcReport:
-        """Delete objects no ref, tag or reflog entry reaches and that are older than ``grace_seconds``;
-        with ``aggressive``, also compress the tensors that remain (lossless, byte-grouped zstd)."""
-        from .ops.gc import gc
+        """Delete objects no ref, tag or reflog entry reaches and that are older than ``grace_seconds`` (default:
+        an hour); with ``aggressive``, also compress the tensors that remain (lossless, byte-grouped zstd)."""
+        from .ops.gc import DEFAULT_GRACE_SECONDS, gc
 
-        return gc(self.store, self.refs, grace_seconds, dry_run, aggressive, progress)
+        grace = DEFAULT_GRACE_SECONDS if grace_seconds is None else grace_seconds
+        return gc(self.store, self.refs, grace, dry_run, aggressive, progress)
 
     # -- tags and branches ----------------------------------------------------------------------------------
     def _create_ref(self, prefix: str, kind: str, name: str, rev: str, force: bool) -> str:
@@ -776,7 +801,7 @@ class Repository:
 
         options = MergeOptions(strategy, tuple(ours), tuple(theirs), rank, weights, density, seed)
         return merge(self.store, self.refs, self.worktree, rev, self.resolve(rev), message=message,
-                     author=author if author is not None else default_author(self.work_tree), options=options,
+                     author=author if author is not None else _author(self.work_tree), options=options,
                      ff=ff, ff_only=ff_only, allow_unrelated=allow_unrelated, progress=progress)
 
     def merge_base(self, a: str, b: str = "HEAD", *, all_bases: bool = False) -> list[str]:
@@ -793,7 +818,7 @@ class Repository:
         from .ops.revert import revert
 
         return revert(self.store, self.refs, self.worktree, rev, self.resolve(rev),
-                      author=author if author is not None else default_author(self.work_tree), message=message,
+                      author=author if author is not None else _author(self.work_tree), message=message,
                       mainline=mainline, options=MergeOptions(strategy, tuple(ours), tuple(theirs), rank),
                       progress=progress)
 
@@ -856,3 +881,8 @@ def load(model: Any, repository: str | os.PathLike[str] = ".", rev: str = "HEAD"
     """``adaptvc.load(base_model, "path/to/repo", rev="v3")``: see :meth:`Repository.load`."""
     return Repository(repository).load(model, rev, **kwargs)
 
+
+def _author(path: Path) -> str:
+    from .provenance.code import default_author
+
+    return default_author(path)

@@ -55,7 +55,8 @@ def sha256(path: str | os.PathLike[str]) -> str:
 def files_digest(folder: str | os.PathLike[str]) -> dict[str, str]:
     """{relative path: sha256} of every file below ``folder``: a fingerprint of a whole tree."""
     root = Path(folder)
-    return {p.relative_to(root).as_posix(): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): sha256(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "commit-cache"}  # (a cache of the store, written by any reading command)
 
 
 def edit_tensor(path: str | os.PathLike[str], name_part: str, seed: int = 7) -> str:

@@ -103,6 +103,8 @@ def digest(folder: str | os.PathLike[str]) -> dict[str, str]:
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
+            if name == "commit-cache":  # a cache of what the store holds, written by any command that reads
+                continue
             p = Path(dirpath, name)
             rel = p.relative_to(root).as_posix()
             if p.is_symlink():

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -39,6 +38,8 @@ def pager(enabled: bool = True) -> Iterator[None]:
     if cmd is None:
         yield
         return
+    import subprocess
+
     env = {**os.environ, "LESS": os.environ.get("LESS", "FRX"), "LV": os.environ.get("LV", "-c")}
     try:
         proc = subprocess.Popen(cmd, shell=True, stdin=subprocess.PIPE, env=env)

@@ -20,7 +20,6 @@ import json
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +143,8 @@ def _blob_chunks(store: ObjectStore, entry: FileEntry) -> Iterator[memoryview]:
         for oid in blobs:
             yield from store.iter_chunks(oid, verify=False)
         return
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=2) as pool:
         pending: dict[int, Future[bytes]] = {}
         for i, oid in enumerate(blobs):

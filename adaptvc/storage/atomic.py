@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -119,7 +118,7 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 def temp_name(final: str = "") -> str:
     """A fresh temporary name: unguessable, so nobody can plant a link there in advance."""
-    return f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}-{final}"[:240]
+    return f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}-{final}"[:240]
 
 
 def temp_owner(name: str) -> int | None:

@@ -28,6 +28,13 @@ from ..objects import Commit, Snapshot, decode_json_object
 MAX_METADATA_OBJECT = 64 << 20
 
 
+def commit_from_bytes(data: bytes, oid: str) -> Commit:
+    """A commit from bytes already checked to hash to ``oid``."""
+    commit = Commit.from_dict(decode_json_object(data, oid), oid)
+    commit.__dict__["id"] = oid  # the id is the hash of the stored bytes, already checked
+    return commit
+
+
 class ChunkReader(io.RawIOBase):
     """A read-only file over an iterator of byte chunks (to stream one store's object into another)."""
 
@@ -164,9 +171,7 @@ class ObjectStore(ABC):
         return commit.id
 
     def read_commit(self, oid: str) -> Commit:
-        commit = Commit.from_dict(decode_json_object(self.read(oid, MAX_METADATA_OBJECT), oid), oid)
-        commit.__dict__["id"] = oid  # the id is the hash of the stored bytes, already checked
-        return commit
+        return commit_from_bytes(self.read(oid, MAX_METADATA_OBJECT), oid)
 
     def read_snapshot(self, oid: str) -> Snapshot:
         snap = Snapshot.from_dict(decode_json_object(self.read(oid, MAX_METADATA_OBJECT), oid), oid)

@@ -31,8 +31,10 @@ from typing import Any, BinaryIO
 
 from ..errors import ChecksumMismatchError, CorruptObjectError, ObjectNotFoundError, SymlinkRefusedError
 from ..hashing import BLOCK_SIZE, hash_bytes, is_object_id, new_hasher
+from ..objects import Commit
 from .atomic import TEMP_PREFIX, create_exclusive, open_dir, remove_tree, temp_name, write_all
-from .base import ObjectStore
+from .base import MAX_METADATA_OBJECT, ObjectStore, commit_from_bytes
+from .commit_cache import CommitCache
 from .compression import MAGIC, MAX_RAW_SIZE, compress, decompress, iter_decompress, parse_container
 from .locks import LockInfo, owner_record
 from .pack import COMPRESSED, RAW, Entry, PackIndex, PackWriter
@@ -62,7 +64,7 @@ def _fanout(oid: str) -> tuple[str, str]:
 
 
 class DiskObjectStore(ObjectStore):
-    def __init__(self, root: str | os.PathLike[str], packed: bool = False) -> None:
+    def __init__(self, root: str | os.PathLike[str], packed: bool = False, cache_commits: bool = False) -> None:
         self.root = Path(root)
         self.location = str(self.root)
         self.objects_dir = self.root / "objects"
@@ -80,6 +82,28 @@ class DiskObjectStore(ObjectStore):
         self._writer: PackWriter | None = None
         self._fresh_packs: set[str] = set()
         self._lock = threading.RLock()
+        self._cache_commits = cache_commits
+        self._commit_cache: CommitCache | None = None
+
+    # -- commits, through the commit cache -------------------------------------------------------------------
+    def read_commit(self, oid: str) -> Commit:
+        if not self._cache_commits:
+            return super().read_commit(oid)
+        if self._commit_cache is None:
+            self._commit_cache = CommitCache(self.root)
+            weakref.finalize(self, self._commit_cache.save)  # what this process learnt, kept for the next
+        data = self._commit_cache.get(oid)
+        if data is None:
+            data = self.read(oid, MAX_METADATA_OBJECT)
+            commit = commit_from_bytes(data, oid)  # only a valid commit goes into the cache
+            self._commit_cache.add(oid, data)
+            return commit
+        return commit_from_bytes(data, oid)
+
+    def save_caches(self) -> None:
+        """Write what this process learnt into the caches (best effort: they are only shortcuts)."""
+        if self._commit_cache is not None:
+            self._commit_cache.save()
 
     # -- packs ----------------------------------------------------------------------------------------------
     def _load_packs(self) -> None:
@@ -579,22 +603,27 @@ class DiskObjectStore(ObjectStore):
 
     def _packed_chunks(self, oid: str, index: PackIndex, entry: Entry) -> Iterator[memoryview]:
         try:
-            view = self._opened(index).view(entry)
+            self._opened(index)
         except ObjectNotFoundError:  # gc repacked it away meanwhile: look again
             self._forget_pack(index.name)
             found = self._packed(oid)
             if found is None:
                 raise ObjectNotFoundError(oid) from None
             index, entry = found
-            view = self._opened(index).view(entry)
+            self._opened(index)
         if entry.encoding == RAW:
             if entry.length != entry.raw_size:
                 raise CorruptObjectError(oid, "its pack entry's sizes disagree")
-            for start in range(0, len(view), BLOCK_SIZE):
-                yield view[start:start + BLOCK_SIZE]
+            if self._buffer is None:  # one buffer for the store's life: no fresh memory per object
+                self._buffer = memoryview(bytearray(BLOCK_SIZE))
+            position = 0
+            while position < entry.length:
+                n = index.read_into(entry, position, self._buffer)
+                position += n
+                yield self._buffer[:n]
         elif entry.encoding == COMPRESSED:
             produced = 0
-            for block in iter_decompress(view, oid):
+            for block in iter_decompress(index.view(entry), oid):
                 produced += len(block)
                 yield memoryview(block)
             if produced != entry.raw_size:

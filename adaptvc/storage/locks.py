@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,15 +65,21 @@ class LockInfo:
 
     @property
     def stale(self) -> bool:
-        if self.pid is not None and self.host == socket.gethostname():
+        if self.pid is not None and self.host == _hostname():
             return not pid_alive(self.pid)
         if self.time is None:
             return False
         return time.time() - self.time > MAX_AGE
 
 
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
 def owner_record() -> bytes:
-    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}).encode()
+    return json.dumps({"pid": os.getpid(), "host": _hostname(), "time": time.time()}).encode()
 
 
 def try_lock(dir_fd: int, name: str) -> bool:

@@ -145,6 +145,19 @@ class PackIndex:
             raise CorruptObjectError(entry.oid, f"its place in pack {self.pack_path.name} is outside the pack")
         return memoryview(self._mmap)[entry.offset: entry.offset + entry.length]
 
+    def read_into(self, entry: Entry, position: int, buffer: memoryview) -> int:
+        """Copy stored bytes of ``entry`` from ``position`` into ``buffer`` (plain reads: memory stays flat,
+        unlike a mapping that would count every page of the pack as resident); how many were copied."""
+        if self._fd is None:
+            raise CorruptObjectError(entry.oid, f"pack {self.pack_path.name} is not open")
+        if entry.offset < len(PACK_HEADER) or entry.offset + entry.length > self.pack_size:
+            raise CorruptObjectError(entry.oid, f"its place in pack {self.pack_path.name} is outside the pack")
+        want = min(len(buffer), entry.length - position)
+        got = os.preadv(self._fd, [buffer[:want]], entry.offset + position)
+        if got != want:
+            raise CorruptObjectError(entry.oid, f"pack {self.pack_path.name} ended early")
+        return got
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

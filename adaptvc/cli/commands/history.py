@@ -22,6 +22,9 @@ from ..render import (
     style,
     table,
 )
+from ..render import (
+    oneline as oneline_text,
+)
 
 #: metadata keys a merge or a revert records; shown as their own lines rather than as "Meta:"
 _HISTORY_KEYS = ("merge", "revert")
@@ -128,8 +131,7 @@ def log(state: State, rev: str | None, max_count: int | None, oneline: bool, dra
         _print_graph(commits, layout, labels, oneline)
         return
     if oneline:
-        for c in commits:
-            click.echo(f"{style(short(c.id), fg='yellow')}{decoration(labels.get(c.id, []))} {c.summary}")
+        click.echo("\n".join(oneline_text(c, labels.get(c.id, [])) for c in commits))
         return
     click.echo("\n\n".join(_commit_text(c, labels.get(c.id, [])) for c in commits))
 
