@@ -54,6 +54,7 @@ if TYPE_CHECKING:  # imported where they are used: a command pays only for what 
     from .ops.gc import GcReport
     from .ops.merge import MergeResult
     from .ops.reflog_expire import ExpireReport
+    from .ops.remote_fsck import RemoteFsckReport
     from .ops.reset import ResetResult
     from .ops.restore import RestoreResult
     from .ops.show import TensorStats
@@ -737,6 +738,19 @@ class Repository:
         self.store = packed
         self.worktree.store = packed
         return {"from": before, "to": STORE_FORMAT, "objects": len(ids)}
+
+    def fsck_remote(self, remote: str | None = None, progress: Progress = SILENT) -> RemoteFsckReport:
+        """Is the remote whole? Every object its branches and tags reach: present, and re-hashed."""
+        from .ops.remote_fsck import fsck_remote_store
+
+        choice = self._choose(remote)
+        r = choice.remote
+        if hasattr(r, "fsck"):
+            return r.fsck(progress)
+        store = getattr(r, "store", None)
+        if store is None:
+            raise AdaptvcError(f"{choice.label}: fsck --remote needs a folder, s3:// or az:// remote")
+        return fsck_remote_store(store, r.list_refs(), r.skipped_refs, progress, workers=1, location=r.url)
 
     def fsck(self, progress: Progress = SILENT) -> FsckReport:
         """Re-hash every object and check that everything the history refers to exists."""

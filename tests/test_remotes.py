@@ -164,3 +164,18 @@ def test_remote_commands(tmp_path):
     assert "3 versions on main" in res.stdout
     assert "nothing to clone" in run("clone", str(tmp_path / "nowhere"), str(tmp_path / "d"), code=1).stderr
     assert "no remote named" in run("push", "nope", code=1).stderr
+
+
+def test_fsck_remote_says_whether_a_folder_remote_is_whole(tmp_path):
+    repo = three_versions(tmp_path)
+    bare = tmp_path / "bare"
+    repo.add_remote("origin", str(bare))
+    repo.push(tags=True)
+    res = CliRunner().invoke(cli, ["-C", str(repo.work_tree), "fsck", "--remote", "origin", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["ok"] is True
+    from adaptvc.storage.disk_objects import DiskObjectStore
+
+    victim = repo.show("HEAD").snapshot.file("adapter_model.safetensors").layout.tensors[0].blob
+    corrupt_stored(DiskObjectStore(bare), victim)
+    res = CliRunner().invoke(cli, ["-C", str(repo.work_tree), "fsck", "--remote", "origin"])
+    assert res.exit_code == 1 and victim in res.stdout and res.stderr.startswith("Error: ")

@@ -76,9 +76,10 @@ class ObjectStore(ABC):
         """The object's (uncompressed) size; ObjectNotFoundError when absent."""
 
     @abstractmethod
-    def iter_chunks(self, oid: str, verify: bool = True) -> Iterator[memoryview]:
-        """The object's bytes in order, in bounded blocks (each valid until the next is requested). With
-        ``verify``, ChecksumMismatchError after the last block if they do not hash to ``oid``."""
+    def iter_chunks(self, oid: str, verify: bool = True, buffer: memoryview | None = None) -> Iterator[memoryview]:
+        """The object's bytes in order, in bounded blocks (each valid until the next is requested; read into
+        ``buffer`` when given, so two objects can be streamed side by side). With ``verify``,
+        ChecksumMismatchError after the last block if they do not hash to ``oid``."""
 
     @abstractmethod
     def put_known(self, oid: str, chunks: list[bytes | memoryview] | bytes | memoryview) -> bool:
@@ -155,7 +156,8 @@ class ObjectStore(ABC):
 
     def reader(self, oid: str, verify: bool = False) -> BinaryIO:
         """The object as a read-only file (for streaming it elsewhere)."""
-        return io.BufferedReader(ChunkReader(self.iter_chunks(oid, verify=verify)), 1 << 20)
+        own = memoryview(bytearray(1 << 20))  # its own buffer: several readers may stream at once (threads)
+        return io.BufferedReader(ChunkReader(self.iter_chunks(oid, verify=verify, buffer=own)), 1 << 20)
 
     def put_bytes(self, data: bytes) -> str:
         oid = hash_bytes(data)

@@ -163,6 +163,10 @@ class DiskObjectStore(ObjectStore):
         return (index, entry) if entry is not None else None
 
     def _opened(self, index: PackIndex) -> PackIndex:
+        with self._lock:
+            return self._open_pack(index)
+
+    def _open_pack(self, index: PackIndex) -> PackIndex:
         if not index.is_open:
             fd_dir = self._dir("objects", "pack")
             try:
@@ -601,7 +605,13 @@ class DiskObjectStore(ObjectStore):
             raise CorruptObjectError(oid, f"compressed object is damaged (declares {n} bytes)")
         return n
 
-    def _packed_chunks(self, oid: str, index: PackIndex, entry: Entry) -> Iterator[memoryview]:
+    def _shared_buffer(self) -> memoryview:
+        if self._buffer is None:  # one buffer for the store's life: no fresh memory per object
+            self._buffer = memoryview(bytearray(BLOCK_SIZE))
+        return self._buffer
+
+    def _packed_chunks(self, oid: str, index: PackIndex, entry: Entry,
+                       buffer: memoryview | None = None) -> Iterator[memoryview]:
         try:
             self._opened(index)
         except ObjectNotFoundError:  # gc repacked it away meanwhile: look again
@@ -614,13 +624,12 @@ class DiskObjectStore(ObjectStore):
         if entry.encoding == RAW:
             if entry.length != entry.raw_size:
                 raise CorruptObjectError(oid, "its pack entry's sizes disagree")
-            if self._buffer is None:  # one buffer for the store's life: no fresh memory per object
-                self._buffer = memoryview(bytearray(BLOCK_SIZE))
+            buf = buffer if buffer is not None else self._shared_buffer()
             position = 0
             while position < entry.length:
-                n = index.read_into(entry, position, self._buffer)
+                n = index.read_into(entry, position, buf)
                 position += n
-                yield self._buffer[:n]
+                yield buf[:n]
         elif entry.encoding == COMPRESSED:
             produced = 0
             for block in iter_decompress(index.view(entry), oid):
@@ -631,13 +640,13 @@ class DiskObjectStore(ObjectStore):
         else:
             raise CorruptObjectError(oid, f"unknown pack encoding {entry.encoding}")
 
-    def iter_chunks(self, oid: str, verify: bool = True) -> Iterator[memoryview]:
+    def iter_chunks(self, oid: str, verify: bool = True, buffer: memoryview | None = None) -> Iterator[memoryview]:
         h = new_hasher() if verify else None
         pending = self._pending(oid)
         found = None if pending is not None else self._packed(oid)
         if pending is not None or found is not None:
             chunks = iter([memoryview(self._writer.read(pending))]) if pending is not None and self._writer \
-                else self._packed_chunks(oid, *found)  # type: ignore[misc]
+                else self._packed_chunks(oid, *found, buffer)  # type: ignore[misc]
             for chunk in chunks:
                 if h is not None:
                     h.update(chunk)
@@ -650,9 +659,7 @@ class DiskObjectStore(ObjectStore):
         except FileNotFoundError:
             fd = None
         if fd is not None:
-            if self._buffer is None:  # one buffer for the store's life: no fresh memory per object
-                self._buffer = memoryview(bytearray(BLOCK_SIZE))
-            view = self._buffer
+            view = buffer if buffer is not None else self._shared_buffer()
             with os.fdopen(fd, "rb", buffering=0) as f:
                 while True:
                     n = f.readinto(view)

@@ -45,7 +45,7 @@ class MemoryObjectStore(ObjectStore):
         except KeyError:
             raise ObjectNotFoundError(oid) from None
 
-    def iter_chunks(self, oid: str, verify: bool = True) -> Iterator[memoryview]:
+    def iter_chunks(self, oid: str, verify: bool = True, buffer: memoryview | None = None) -> Iterator[memoryview]:
         try:
             data = memoryview(self.objects[oid])
         except KeyError:

@@ -8,7 +8,6 @@ every tensor that is read is read once, converted to float64 in bounded chunks.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 
 from ..ops.status import config_changes
 from ..progress import SILENT, Progress
-from .dtypes import Workspace, itemsize, to_float64
+from .dtypes import Workspace
 from .lowrank import (
     adalora_scale,
     as_factors,
@@ -129,13 +128,6 @@ class Diff:
 
 
 # -- per-tensor numbers -------------------------------------------------------------------------------------
-def _chunks(raw: bytes, dtype: str, ws: Workspace | None = None, slot: str = "") -> Iterator[np.ndarray]:
-    step = CHUNK_ELEMENTS * itemsize(dtype)
-    for start in range(0, len(raw), step):
-        part = memoryview(raw)[start:start + step]
-        yield ws.convert(slot, part, dtype) if ws is not None else to_float64(part, dtype)
-
-
 @dataclass
 class _Sums:
     na: float = 0.0
@@ -168,8 +160,7 @@ def _pair_numbers(name: str, status: str, ea: Any, eb: Any, sums: _Sums) -> Tens
 def _norm(view: TensorReader, name: str, ws: Workspace) -> float | None:
     if not view.numeric(name):
         return None
-    entry = view.tensors[name]
-    return math.sqrt(sum(float(x @ x) for x in _chunks(view.raw(name), entry.dtype, ws, "x")))
+    return math.sqrt(sum(float(x @ x) for x in view.stream(name, ws, "x", CHUNK_ELEMENTS)))
 
 
 def _planned_bytes(a: TensorReader, b: TensorReader, names: list[str], unchanged: set[str]) -> int:
@@ -259,7 +250,7 @@ def _diff(a: TensorReader, b: TensorReader, names: list[str]) -> Diff:
             results[n] = TensorDiff(n, "modified", ea.dtype, eb.dtype, ea.shape, eb.shape)
             continue
         sums = _Sums()
-        for xa, xb in zip(_chunks(a.raw(n), ea.dtype, ws, "x"), _chunks(b.raw(n), eb.dtype, ws, "y"), strict=True):
+        for xa, xb in zip(a.stream(n, ws, "x", CHUNK_ELEMENTS), b.stream(n, ws, "y", CHUNK_ELEMENTS), strict=True):
             sums.add(xa, xb)
         results[n] = _pair_numbers(n, "modified", ea, eb, sums)
 

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import FileChangedError
-from ..hashing import hash_bytes
+from ..hashing import hash_bytes, new_hasher
 from ..objects import Snapshot, TensorEntry
 from ..ops.capture import open_adapter_file
 from ..peft_layout import CONFIG_NAME
 from ..progress import SILENT, Progress
 from ..storage.base import ObjectStore
-from .dtypes import NUMERIC_DTYPES, Workspace, to_float64
+from .dtypes import NUMERIC_DTYPES, Workspace, itemsize, to_float64
 
 WORKTREE = "worktree"
 
@@ -57,6 +58,7 @@ class TensorReader:
 
     #: told of every tensor's bytes as they are read (``diff`` shows a bar on long comparisons)
     progress: Progress = SILENT
+    _buffer: memoryview | None = None  # this side's own read buffer: two sides stream side by side
 
     def raw(self, name: str) -> bytes:
         entry = self.tensors[name]
@@ -70,6 +72,45 @@ class TensorReader:
         if len(data) != entry.size or hash_bytes(data) != entry.blob:
             raise FileChangedError(rel)
         return data
+
+    def stream(self, name: str, workspace: Workspace, slot: str, elements: int) -> Iterator[np.ndarray]:
+        """The tensor's values as float64, ``elements`` at a time (views of ``workspace``'s buffer ``slot``,
+        each valid until the next): memory stays flat whatever the tensor's size. The bytes are checked against
+        the tensor's blob id when the stream ends."""
+        entry = self.tensors[name]
+        size = itemsize(entry.dtype)
+        step = elements * size
+        self.progress.update(entry.size)
+        if self._buffer is None:
+            self._buffer = memoryview(bytearray(8 << 20))
+        pending = bytearray()
+        for chunk in self._raw_chunks(name, self._buffer):  # re-cut into equal steps: two sides stay aligned
+            pending += chunk
+            while len(pending) >= step:
+                yield workspace.convert(slot, memoryview(pending)[:step], entry.dtype)
+                del pending[:step]
+        if pending:
+            yield workspace.convert(slot, pending, entry.dtype)
+
+    def _raw_chunks(self, name: str, buffer: memoryview) -> Iterator[memoryview]:
+        entry = self.tensors[name]
+        if self.folder is None:
+            yield from self.store.iter_chunks(entry.blob, verify=True, buffer=buffer)
+            return
+        rel, offset = self._where[name]
+        h = new_hasher()
+        remaining = entry.size
+        with open_adapter_file(self.folder, rel) as f:
+            f.seek(offset)
+            while remaining:
+                n = f.readinto(buffer[: min(len(buffer), remaining)])
+                if not n:
+                    raise FileChangedError(rel)
+                h.update(buffer[:n])
+                remaining -= n
+                yield buffer[:n]
+        if h.hexdigest() != entry.blob:
+            raise FileChangedError(rel)
 
     def values(self, name: str, workspace: Workspace | None = None, slot: str = "") -> np.ndarray:
         """The tensor as a float64 array of its shape (in ``workspace``'s buffer ``slot`` when given: valid

@@ -5,16 +5,30 @@ from __future__ import annotations
 import click
 
 from ..context import CliError, State, pass_state
-from ..options import Duration, json_option
+from ..options import TEXT, Duration, json_option
 from ..progress import BarProgress
 from ..render import echo_json, human_bytes, short
 
 
 @click.command()
+@click.option("--remote", "remote_name", type=TEXT, metavar="REMOTE",
+              help="Check a remote instead: every object its branches and tags reach is there and intact.")
 @json_option
 @pass_state
-def fsck(state: State, as_json: bool) -> None:
+def fsck(state: State, remote_name: str | None, as_json: bool) -> None:
     """Re-hash every object and check that the history is complete; exit 1 if anything is wrong."""
+    if remote_name is not None:
+        remote_report = state.repo.fsck_remote(remote_name, progress=BarProgress())
+        if as_json:
+            echo_json(remote_report.to_dict())
+        else:
+            for p in remote_report.problems:
+                by = "; ".join(p.referenced_by) or "-"
+                click.echo(f"bad {p.kind} {p.oid}: {p.problem}\n    needed by: {by}")
+            click.echo("ok" if remote_report.ok else f"{remote_report.location}: not whole")
+        if not remote_report.ok:
+            raise CliError(f"{len(remote_report.problems)} problem(s) on the remote")
+        return
     report = state.repo.fsck()
     if as_json:
         echo_json(report.to_dict())
