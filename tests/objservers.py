@@ -111,11 +111,19 @@ class CountingProxy:
                 pass
 
             def _forward(self) -> None:
+                # a request whose body did not arrive whole is never forwarded: a real service answers
+                # "incomplete body" and stores nothing (the client that sent it was killed, or cut off)
                 if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
                     body = self._read_chunked()
+                    if body is None:
+                        self.close_connection = True
+                        return
                 else:
                     length = int(self.headers.get("Content-Length") or 0)
                     body = self.rfile.read(length) if length else b""
+                    if len(body) != length:
+                        self.close_connection = True
+                        return
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length",
                                                 "expect")}
@@ -163,15 +171,22 @@ class CountingProxy:
                     with contextlib.suppress(Exception):
                         conn.close()
 
-            def _read_chunked(self) -> bytes:
+            def _read_chunked(self) -> bytes | None:
+                """The whole chunked body, or None when the stream ended before its last chunk."""
                 body = bytearray()
                 while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    line = self.rfile.readline()
+                    if not line:
+                        return None
+                    size = int(line.split(b";")[0].strip() or b"0", 16)
                     if size == 0:
                         while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                             pass
                         return bytes(body)
-                    body += self.rfile.read(size)
+                    chunk = self.rfile.read(size)
+                    if len(chunk) != size:
+                        return None
+                    body += chunk
                     self.rfile.readline()
 
             def _upstream(self) -> http.client.HTTPConnection:
