@@ -34,7 +34,7 @@ COMMANDS: dict[str, str] = {
     "remote": "remote", "push": "remote", "fetch": "remote", "pull": "remote", "clone": "remote", "ls-remote": "remote",
     "verify-base": "verify_base",
     "hooks": "hooks", "pin": "hooks",
-    "fsck": "maintenance", "gc": "maintenance", "unlock": "maintenance",
+    "fsck": "maintenance", "gc": "maintenance", "unlock": "maintenance", "upgrade": "maintenance",
     "export": "serving", "deploy": "serving", "deployed": "serving",
     "ui": "ui",
 }

@@ -81,6 +81,7 @@ class DiskObjectStore(ObjectStore):
         self._packs_seen: tuple[int, int] | None = None
         self._writer: PackWriter | None = None
         self._fresh_packs: set[str] = set()
+        self.last_pack: str | None = None  # the name of the pack the last flush wrote
         self._lock = threading.RLock()
         self._cache_commits = cache_commits
         self._commit_cache: CommitCache | None = None
@@ -502,8 +503,12 @@ class DiskObjectStore(ObjectStore):
                     finally:
                         os.close(fd)
                     index = PackIndex(self.pack_dir / f"{name}.idx", data)
+                    replaced = self._packs.get(name)
+                    if replaced is not None:  # the same objects at the same places: the same pack, rewritten
+                        self._forget_pack(name)
                     self._packs[name] = index
                     self._fresh_packs.add(name)
+                    self.last_pack = name
                     for oid in index.ids():
                         self._where.setdefault(oid, index)
         dirs: set[str] = set()
@@ -818,7 +823,9 @@ class DiskObjectStore(ObjectStore):
         self.flush()
         report.packs_written = 1
         for index, only_kept in sources:  # an old pack goes unless a writer reused it meanwhile; a newer one
-            if self._retire_pack(index, cutoff if only_kept else None):  # was copied whole, so it just goes
+            if index.name == self.last_pack:  # was copied whole, so it just goes. A pack rewritten with the
+                continue  # same objects at the same places has the same name: it is the new pack, it stays
+            if self._retire_pack(index, cutoff if only_kept else None):
                 report.packs_removed += 1
         for oid in loose:
             self.prune(oid, cutoff)

@@ -1,4 +1,4 @@
-"""Commands that keep a store healthy: fsck, gc, unlock."""
+"""Commands that keep a store healthy: fsck, gc, unlock, upgrade."""
 
 from __future__ import annotations
 
@@ -83,4 +83,19 @@ def unlock(state: State, force: bool) -> None:
         click.echo("no locks")
 
 
-COMMANDS = [fsck, gc, unlock]
+
+
+@click.command()
+@json_option
+@pass_state
+def upgrade(state: State, as_json: bool) -> None:
+    """Move the store to the newest format (format 2: packs); safe to interrupt and run again."""
+    result = state.repo.upgrade(progress=BarProgress())
+    if as_json:
+        echo_json(result)
+    elif result["from"] == result["to"]:
+        click.echo(f"already format {result['to']}")
+    else:
+        click.echo(f"upgraded from format {result['from']} to {result['to']}: {result['objects']} objects packed")
+
+COMMANDS = [fsck, gc, unlock, upgrade]
