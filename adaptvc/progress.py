@@ -29,6 +29,28 @@ class Progress:
 SILENT = Progress()
 
 
+class Serialised(Progress):
+    """Passes calls on to ``inner`` one at a time: for work done on several threads at once."""
+
+    def __init__(self, inner: Progress) -> None:
+        import threading
+
+        self.inner = inner
+        self._lock = threading.Lock()
+
+    def begin(self, description: str, total: int) -> None:
+        with self._lock:
+            self.inner.begin(description, total)
+
+    def update(self, n: int) -> None:
+        with self._lock:
+            self.inner.update(n)
+
+    def end(self) -> None:
+        with self._lock:
+            self.inner.end()
+
+
 @dataclass
 class Task:
     description: str

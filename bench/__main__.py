@@ -1,8 +1,9 @@
-"""``python -m bench``: adaptvc against a durable copy, git-lfs and DVC, side by side in one run.
+"""``python -m bench``: adaptvc against a durable ``dd`` of the same bytes, interleaved in the same rounds.
 
-Every figure is a median of repeated runs, and every ratio divides two figures of the same run, so results
-can be compared on a shared, noisy machine. ``--quick`` runs a small profile in about two minutes;
-``--write-docs`` writes docs/benchmarks.md and docs/benchmarks.png.
+Each round runs every subject and its reference once, in a shuffled order; each figure is the median of
+per-round ratios (or differences), with p25–p75. ``--quick`` runs the 34 MB profile in a few minutes;
+``--compare`` adds git-lfs and DVC to the same rounds; ``--baseline DIR`` adds another adaptvc source tree
+(an older main) to the same rounds, for before/after; ``--write-docs`` writes docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -12,22 +13,19 @@ import json
 import os
 import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .adapters import PROFILES, write_adapter
-from .report import render, targets
-from .tools import Adaptvc, Dvc, GitLfs, Tool, run
+from .report import docs_page, render, targets
+from .rounds import Measured, bench_env, best_of, measure, run_rounds
+from .scale import big_tensor_adapter, count_files, history, many_versions
+from .tools import Dvc, GitLfs, tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
+PY = sys.executable
 
 
 def machine() -> str:
@@ -42,179 +40,205 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-def durable_copy(src: Path, scratch: Path) -> float:
-    out = scratch / "dd.out"
-    t = run(["dd", f"if={src}", f"of={out}", "bs=16M", "conv=fsync", "status=none"]).seconds
-    out.unlink()
-    return t
-
-
-def fresh_copy(src: Path, scratch: Path, k: int) -> float:
-    """A durable copy to a new file that is kept, like every version a tool stores: on a VM, pages that
-    were never touched before are slower to write than the recycled pages of a deleted file."""
-    return run(["dd", f"if={src}", f"of={scratch / f'fresh-{k}.out'}", "bs=16M", "conv=fsync",
-                "status=none"]).seconds
-
-
-def read_both(a: Path, b: Path) -> float:
+def read_files(*paths: Path) -> Measured:
+    """The reference for diff: reading both versions' files once, in the same process model (one process)."""
     start = time.perf_counter()
-    for f in (a, b):
+    for f in paths:
         with open(f, "rb", buffering=0) as fh:
             while fh.read(16 << 20):
                 pass
-    return time.perf_counter() - start
+    return Measured(time.perf_counter() - start)
 
 
-def bench_tool(tool: Tool, full: list[Path], half: list[Path], repeat: int, scratch: Path) -> dict:
-    tool.init()
-    commits, growth = [], []
-    for i, v in enumerate(full, 1):
-        commits.append(tool.commit(v, f"v{i}"))
-        growth.append(tool.store_bytes())
-    half_runs = []
-    for i, h in enumerate(half, 1):
-        half_runs.append(tool.commit(h, f"h{i}"))
-        growth.append(tool.store_bytes())
-    checkouts = []
-    for k in range(repeat + 1):  # the first one warms up
-        out = scratch / f"co-{tool.name}-{k}"
-        r = tool.checkout(1, out)
-        shutil.rmtree(out, ignore_errors=True)
-        if k:
-            checkouts.append(r)
-    return {
-        "commit_first": commits[0].seconds,
-        "commit_full": median([c.seconds for c in commits[1:]]),
-        "commit_half": median([c.seconds for c in half_runs]),
-        "checkout": median([c.seconds for c in checkouts]),
-        "store_after_full": growth[len(full) - 1],
-        "growth": growth,
-        "peak_kb": max([c.peak_kb for c in commits + half_runs + checkouts] or [0]),
-    }
+class Adaptvc:
+    """One adaptvc source tree (this one, or a baseline) run as users run it: ``python -m adaptvc``."""
 
+    def __init__(self, label: str, source: Path | None = None) -> None:
+        self.label = label
+        self.env = bench_env()
+        if source is not None:
+            self.env["PYTHONPATH"] = str(source)
 
-def adaptvc_extras(full: list[Path], repeat: int, scratch: Path, tool: Adaptvc) -> dict:
-    cli = Adaptvc.cli
-    out: dict = {}
-    # status and a no-op commit of an unchanged work tree (stat cache warm after the first call)
-    work = scratch / "status-work"
-    shutil.copytree(full[-1], work)
-    run([*cli, "init", str(work)])
-    run([*cli, "-C", str(work), "commit", "-q", "-m", "v"])
-    run([*cli, "-C", str(work), "status"])
-    out["status"] = median([run([*cli, "-C", str(work), "status"]).seconds for _ in range(repeat)])
-    out["noop_commit"] = median([run([*cli, "-C", str(work), "commit", "-q", "-m", "same"], ok=(1,)).seconds
-                                 for _ in range(repeat)])
-    # diff of two fully changed versions, against reading both files once
-    n = len(full)
-    run([*cli, "-C", str(tool.work), "diff", f"HEAD~{n + 1}", f"HEAD~{n}", "--json"])
-    diffs = [run([*cli, "-C", str(tool.work), "diff", f"HEAD~{n + 1}", f"HEAD~{n}", "--json"]) for _ in range(repeat)]
-    out["diff"] = median([d.seconds for d in diffs])
-    out["diff_peak_kb"] = max(d.peak_kb for d in diffs)
-    out["read_both"] = median([read_both(full[0] / "adapter_model.safetensors", full[1] / "adapter_model.safetensors")
-                               for _ in range(repeat)])
-    # log of 1,000 commits
-    log_work = scratch / "log-work"
-    code = ("import sys\nfrom adaptvc import Repository\nr = Repository.init(sys.argv[1])\n"
-            "r.commit('c0', source=sys.argv[2])\n"
-            "for i in range(999):\n    r.commit(f'c{i + 1}', source=sys.argv[2], allow_empty=True)\n")
-    subprocess.run([sys.executable, "-c", code, str(log_work), str(full[0])], check=True)
-    run([*cli, "-C", str(log_work), "log", "--json"])
-    out["log_1000"] = median([run([*cli, "-C", str(log_work), "log", "--json"]).seconds for _ in range(repeat)])
-    # storage after lossless compression, and checkout from the compressed store
-    out["store_uncompressed"] = tool.store_bytes()
-    run([*cli, "-C", str(tool.work), "gc", "--aggressive"])
-    out["store_compressed"] = tool.store_bytes()
-    outs = []
-    for k in range(repeat + 1):
-        o = scratch / f"co-z-{k}"
-        r = tool.checkout(1, o)
-        shutil.rmtree(o, ignore_errors=True)
-        if k:
-            outs.append(r.seconds)
-    out["checkout_compressed"] = median(outs)
-    # start-up: which heavy modules does a command import?
-    probe = ("import sys\nfrom adaptvc.cli.main import main\ntry:\n    main(['-C', sys.argv[1], 'status'])\n"
-             "except SystemExit:\n    pass\nprint(','.join(m for m in ('torch', 'transformers', 'huggingface_hub', "
-             "'numpy') if m in sys.modules) or 'none', file=sys.stderr)\n")
-    res = subprocess.run([sys.executable, "-c", probe, str(work)], capture_output=True, text=True)
-    out["startup_heavy"] = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "?"
-    return out
+    def __call__(self, *args: str, ok: tuple[int, ...] = (0,)) -> Measured:
+        return measure([PY, "-m", "adaptvc", *args], env=self.env, ok=ok)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--profile", default="7b-r64-all-bf16", choices=sorted(PROFILES))
-    ap.add_argument("--versions", type=int, default=10)
-    ap.add_argument("--half", type=int, default=3, help="versions with half of the lora_B tensors changed")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--tools", default="adaptvc,git-lfs,dvc")
+    ap.add_argument("--rounds", type=int, help="default 8 (3 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="the 34 MB profile, 3 rounds, smaller scale inputs")
+    ap.add_argument("--big-tensor-mb", type=int, help="the diff-memory row's tensor size (1050; 256 with --quick)")
+    ap.add_argument("--versions-for-files", type=int,
+                    help="versions committed for the file count (1000; 200 with --quick)")
+    ap.add_argument("--history", type=int, default=10_000, help="commits in the log row's history")
+    ap.add_argument("--compare", action="store_true", help="also run git-lfs and DVC in the same rounds")
     ap.add_argument("--dvc", default=shutil.which("dvc") or str(ROOT / ".venv-bench" / "bin" / "dvc"))
-    ap.add_argument("--quick", action="store_true", help="the 34 MB profile, 4 versions")
+    ap.add_argument("--baseline", type=Path, help="another adaptvc source tree to run in the same rounds")
+    ap.add_argument("--real-checkpoints", type=Path, help="a folder of step-*/ checkpoints (bench.train_lora) "
+                                                          "for the compression row")
     ap.add_argument("--dir", help="work here (default: a temporary folder, removed afterwards)")
-    ap.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md and docs/benchmarks.png")
+    ap.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md from this run")
     args = ap.parse_args()
     if args.quick:
-        args.profile, args.versions, args.half = "7b-r16-attn-fp16", 4, 2
+        args.profile = "7b-r16-attn-fp16"
+    args.rounds = args.rounds or (3 if args.quick else 8)
+    args.big_tensor_mb = args.big_tensor_mb or (256 if args.quick else 1050)
+    args.versions_for_files = args.versions_for_files or (200 if args.quick else 1000)
     profile = PROFILES[args.profile]
     root = Path(args.dir or tempfile.mkdtemp(prefix="adaptvc-bench-"))
     shutil.rmtree(root, ignore_errors=True)
     scratch = root / "scratch"
     scratch.mkdir(parents=True)
     started = time.time()
-    print(f"{profile.name}: {profile.nbytes() / 1e6:.0f} MB, {len(profile.shapes())} tensors; {args.versions} "
-          f"versions, {args.half} half-changed; {machine()}", flush=True)
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    say(f"{profile.name}: {profile.nbytes() / 1e6:.0f} MB, {len(profile.shapes())} tensors; {args.rounds} "
+        f"rounds; {machine()}")
 
+    # -- inputs ------------------------------------------------------------------------------------------
+    say("writing versions ...")
+    n = args.rounds
     full, prev = [], None
-    for i in range(1, args.versions + 1):
-        prev = write_adapter(root / "versions" / f"v{i}", profile, seed=i, previous=prev)
+    for i in range(n + 2):
+        prev = write_adapter(root / "versions" / f"v{i}", profile, seed=i + 1, previous=prev)
         full.append(root / "versions" / f"v{i}")
-    half = []
-    for i in range(1, args.half + 1):
-        prev = write_adapter(root / "versions" / f"h{i}", profile, seed=1000 + i, previous=prev, change="half-B")
-        half.append(root / "versions" / f"h{i}")
+    part, prev = [root / "versions" / "p0"], write_adapter(root / "versions" / "p0", profile, seed=1)
+    for i in range(1, n + 1):
+        prev = write_adapter(root / "versions" / f"p{i}", profile, seed=500 + i, previous=prev, change="half-B")
+        part.append(root / "versions" / f"p{i}")
     size = (full[0] / "adapter_model.safetensors").stat().st_size
-    half_share = _changed_share(full[-1], half[0]) if half else 0.0
+    share = changed_share(part[0], part[1])
+    big = [big_tensor_adapter(root / "versions" / f"big{i}", args.big_tensor_mb, seed=i) for i in range(2)]
 
-    durable_copy(full[0] / "adapter_model.safetensors", scratch)
-    dd = median([durable_copy(full[0] / "adapter_model.safetensors", scratch) for _ in range(args.repeat)])
-    dd_fresh = median([fresh_copy(full[k] / "adapter_model.safetensors", scratch, k) for k in range(args.repeat)])
-    tools: list[Tool] = []
-    for name in args.tools.split(","):
-        tool = {"adaptvc": lambda: Adaptvc(root / "adaptvc"), "git-lfs": lambda: GitLfs(root / "git-lfs"),
-                "dvc": lambda: Dvc(root / "dvc", args.dvc)}[name.strip()]()
-        if tool.available():
-            tools.append(tool)
-        else:
-            print(f"{name}: not installed, skipped (see docs/benchmarks.md)", flush=True)
-    results = {}
-    for tool in tools:
-        print(f"running {tool.name} ...", flush=True)
-        results[tool.name] = bench_tool(tool, full, half, args.repeat, scratch)
-    extras = adaptvc_extras(full, args.repeat, scratch, tools[0]) if tools and tools[0].name == "adaptvc" else {}
-    data = {"profile": profile.name, "size": size, "versions": args.versions, "half_share": half_share,
-            "machine": machine(), "dd": dd, "dd_fresh": dd_fresh, "results": results, "extras": extras,
-            "seconds": time.time() - started, "date": time.strftime("%Y-%m-%d")}
-    markdown, chart = render(data)
-    print("\n" + markdown)
+    subjects = [Adaptvc("adaptvc")] + ([Adaptvc("baseline", args.baseline.resolve())] if args.baseline else [])
+    repos: dict[str, dict[str, Path]] = {}
+    for s in subjects:
+        say(f"preparing {s.label} repositories ...")
+        r = repos[s.label] = {k: root / s.label / k for k in ("full", "part", "z", "clean", "big")}
+        s("init", str(r["full"]))
+        for i in range(2):
+            s("-C", str(r["full"]), "commit", "-q", "-m", f"v{i + 1}", "--from", str(full[i]))
+            s("-C", str(r["full"]), "tag", f"v{i + 1}")
+        s("init", str(r["part"]))
+        s("-C", str(r["part"]), "commit", "-q", "-m", "p0", "--from", str(part[0]))
+        s("init", str(r["z"]))
+        for i in range(2):
+            s("-C", str(r["z"]), "commit", "-q", "-m", f"v{i + 1}", "--from", str(full[i]))
+            s("-C", str(r["z"]), "tag", f"v{i + 1}")
+        s("-C", str(r["z"]), "gc", "--aggressive")
+        shutil.copytree(full[0], r["clean"])
+        s("init", str(r["clean"]))
+        s("-C", str(r["clean"]), "commit", "-q", "-m", "v1")
+        s("-C", str(r["clean"]), "status")
+        s("init", str(r["big"]))
+        for i in range(2):
+            s("-C", str(r["big"]), "commit", "-q", "-m", f"b{i}", "--from", str(big[i]))
+    say(f"building a history of {args.history:,} commits ...")
+    log_repo = history(root / "history", args.history)
+    me = subjects[0]
+    me("-C", str(log_repo), "log")  # builds the commit cache, as the first log of a user's repository does
+
+    others = []
+    if args.compare:
+        for tool in (GitLfs(root / "git-lfs"), Dvc(root / "dvc", args.dvc)):
+            if tool.available():
+                tool.init()
+                tool.commit(full[0], "v1")
+                tool.commit(full[1], "v2")
+                others.append(tool)
+            else:
+                say(f"{tool.name}: not installed, skipped")
+
+    # -- rounds ------------------------------------------------------------------------------------------
+    trials: dict = {
+        "dd": lambda k: measure(["dd", f"if={full[k + 2] / 'adapter_model.safetensors'}",
+                                 f"of={scratch / f'dd-{k}.out'}", "bs=16M", "conv=fsync", "status=none"]),
+        "read_both": lambda k: read_files(full[0] / "adapter_model.safetensors", full[1] / "adapter_model.safetensors"),
+        "read_big": lambda k: read_files(*(b / "adapter_model.safetensors" for b in big)),
+        "bare": lambda k: best_of(5, lambda: measure([PY, "-c", "import xxhash"])),
+    }
+    for s in subjects:
+        r, p = repos[s.label], s.label
+        trials.update({
+            f"{p}:commit_full": lambda k, s=s, r=r: s("-C", str(r["full"]), "commit", "-q", "-m", f"r{k}",
+                                                      "--from", str(full[k + 2])),
+            f"{p}:commit_part": lambda k, s=s, r=r: s("-C", str(r["part"]), "commit", "-q", "-m", f"p{k + 1}",
+                                                      "--from", str(part[k + 1])),
+            f"{p}:checkout": lambda k, s=s, r=r, p=p: s("-C", str(r["full"]), "checkout", "-q", "v1", "-o",
+                                                        str(scratch / f"co-{p}-{k}")),
+            f"{p}:checkout_z": lambda k, s=s, r=r, p=p: s("-C", str(r["z"]), "checkout", "-q", "v1", "-o",
+                                                          str(scratch / f"coz-{p}-{k}")),
+            f"{p}:diff": lambda k, s=s, r=r: s("-C", str(r["full"]), "diff", "v1", "v2"),
+            f"{p}:diff_big": lambda k, s=s, r=r: s("-C", str(r["big"]), "diff", "HEAD~1", "HEAD"),
+            f"{p}:version": lambda k, s=s: best_of(5, lambda: s("--version")),
+            f"{p}:status": lambda k, s=s, r=r: best_of(3, lambda: s("-C", str(r["clean"]), "status")),
+        })
+    trials["adaptvc:log"] = lambda k: best_of(3, lambda: me("-C", str(log_repo), "log"))
+    for tool in others:
+        trials[f"{tool.name}:commit_full"] = lambda k, t=tool: as_measured(t.commit(full[k + 2], f"r{k}"))
+        trials[f"{tool.name}:checkout"] = lambda k, t=tool: as_measured(t.checkout(1, scratch / "unused"))
+
+    def clean_up(k: int) -> None:
+        for p in scratch.iterdir():
+            if p.name.startswith(("co-", "coz-")):
+                shutil.rmtree(p, ignore_errors=True)
+
+    say(f"running {len(trials)} trials x {n} rounds ...")
+    results = run_rounds(trials, n, seed=int(time.time()), between=clean_up, log=say)
+
+    # -- once: sizes and counts --------------------------------------------------------------------------
+    say("compressing the fully changed versions (gc --aggressive) ...")
+    full_repo = repos["adaptvc"]["full"]
+    raw = tree_bytes(full_repo / ".adaptvc" / "objects")
+    me("-C", str(full_repo), "gc", "--aggressive")
+    compressed = tree_bytes(full_repo / ".adaptvc" / "objects")
+    real = real_checkpoints(args.real_checkpoints, root, me, say) if args.real_checkpoints else None
+    say(f"committing {args.versions_for_files:,} fully changed versions of a small adapter ...")
+    files = many_versions(root / "many", args.versions_for_files)
+    data = {
+        "profile": profile.name, "size": size, "rounds": n, "share": share, "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"), "big_tensor_mb": args.big_tensor_mb, "history": args.history,
+        "subjects": [s.label for s in subjects], "others": [t.name for t in others],
+        "results": {k: [{"seconds": m.seconds, "peak_kb": m.peak_kb} for m in v] for k, v in results.items()},
+        "compression": {"versions": n + 2, "raw": raw, "compressed": compressed, "real": real},
+        "files": files, "store_files_full": count_files(full_repo / ".adaptvc" / "objects"),
+        "seconds": time.time() - started,
+    }
+    markdown = render(data)
+    say("\n" + markdown)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (out_dir / f"{stamp}.json").write_text(json.dumps(data, indent=2))
     (out_dir / f"{stamp}.md").write_text(markdown)
-    if chart is not None:
-        chart.savefig(out_dir / f"{stamp}.png", dpi=110)
     if args.write_docs:
-        write_docs(data, markdown, chart)
+        (ROOT / "docs" / "benchmarks.md").write_text(docs_page(data, markdown))
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"\nfinished in {time.time() - started:.0f} s; results in {out_dir}")
-    misses = [t for t in targets(data) if t[3] == "MISS"]
+    say(f"\nfinished in {time.time() - started:.0f} s; results in {out_dir}")
+    misses = [t for t in targets(data) if t.verdict == "MISS"]
     if misses:
-        print(f"{len(misses)} target(s) missed: " + "; ".join(t[0] for t in misses))
+        say(f"{len(misses)} target(s) missed: " + "; ".join(t.name for t in misses))
 
 
-def _changed_share(a: Path, b: Path) -> float:
+def as_measured(run) -> Measured:  # a bench.tools.Run
+    return Measured(run.seconds, run.peak_kb)
+
+
+def real_checkpoints(folder: Path, root: Path, me: Adaptvc, say) -> dict:
+    """Commit consecutive real checkpoints (``step-*`` folders), then ``gc --aggressive``: stored share."""
+    steps = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    say(f"committing {len(steps)} real checkpoints from {folder} ...")
+    work = root / "real"
+    me("init", str(work))
+    for p in steps:
+        me("-C", str(work), "commit", "-q", "-m", p.name, "--from", str(p))
+    raw = tree_bytes(work / ".adaptvc" / "objects")
+    me("-C", str(work), "gc", "--aggressive")
+    return {"checkpoints": len(steps), "raw": raw, "compressed": tree_bytes(work / ".adaptvc" / "objects")}
+
+
+def changed_share(a: Path, b: Path) -> float:
     """Share of the tensor bytes of adapter_model.safetensors that differ between two versions."""
     from adaptvc.safetensors_format import read_header
 
@@ -226,16 +250,7 @@ def _changed_share(a: Path, b: Path) -> float:
 
     ta, tb = tensors(a), tensors(b)
     total = sum(len(v) for v in ta.values())
-    changed = sum(len(v) for k, v in ta.items() if tb.get(k) != v)
-    return changed / total if total else 0.0
-
-
-def write_docs(data: dict, markdown: str, chart) -> None:
-    from .report import docs_page
-
-    (ROOT / "docs" / "benchmarks.md").write_text(docs_page(data, markdown))
-    if chart is not None:
-        chart.savefig(ROOT / "docs" / "benchmarks.png", dpi=110)
+    return sum(len(v) for k, v in ta.items() if tb.get(k) != v) / total if total else 0.0
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def code_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def default_author(path: str | os.PathLike[str] = ".") -> str:
-    """``ADAPTVC_AUTHOR``, else git's ``user.name <user.email>`` (read from the config files, nothing run),
+    """``ADAPTVC_AUTHOR``, else git's ``user.name <user.email>`` (one ``git config`` read, nothing configured runs),
     else ``user@host``."""
     env = os.environ.get("ADAPTVC_AUTHOR")
     if env:

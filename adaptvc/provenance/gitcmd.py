@@ -1,5 +1,6 @@
 """The one way adaptvc talks to git: through GitPython (imported only when a git repository is at hand), with
-every command a repository could configure switched off.
+every command a repository could configure switched off; the author's identity alone is one plain
+``git config`` read (reading config runs nothing).
 
 A repository's own config may name commands that git runs on its own: ``core.fsmonitor`` (on every status),
 filter drivers (``filter.<name>.clean/smudge/process``, run whenever a file's content is hashed), hooks. A
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -100,21 +102,24 @@ def config_value(repo: Any, section: str, option: str) -> str | None:
 
 
 def user_identity(path: str | os.PathLike[str]) -> tuple[str | None, str | None]:
-    """git's ``user.name`` and ``user.email`` as seen from ``path`` (repository, global and system config)."""
-    repo = open_repo(path)
-    if repo is not None:
-        return config_value(repo, "user", "name"), config_value(repo, "user", "email")
-    git = _git_module()
-    if git is None:
+    """git's ``user.name`` and ``user.email`` as seen from ``path`` (repository, global and system config).
+
+    One ``git config`` process (a few ms), not GitPython (tens of ms of imports on every commit): reading
+    config runs no command a repository's config could name."""
+    if shutil.which("git") is None:
         return None, None
-    home = Path(os.path.expanduser("~"))
-    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "git" / "config"
-    files = [str(p) for p in (xdg, home / ".gitconfig") if p.is_file()]
-    if not files:
-        return None, None
+    folder = Path(path)
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat"}
     try:
-        reader = git.GitConfigParser(files, read_only=True)
-        name, email = reader.get_value("user", "name", default=None), reader.get_value("user", "email", default=None)
-    except Exception:
+        res = subprocess.run(["git", "config", "-z", "--get-regexp", r"^user\.(name|email)$"], cwd=folder,
+                             env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT)
+    except (OSError, subprocess.SubprocessError):
         return None, None
-    return (str(name) if name else None), (str(email) if email else None)
+    found: dict[str, str] = {}
+    for entry in res.stdout[:65536].split(b"\0"):  # key NL value NUL; the last of each key wins, as in git
+        key, _, value = entry.partition(b"\n")
+        if key in (b"user.name", b"user.email") and value:
+            found[key.decode()] = value.decode("utf-8", "replace")
+    return found.get("user.name"), found.get("user.email")

@@ -120,7 +120,7 @@ class BucketObjectStore(ObjectStore):
             raise ObjectNotFoundError(oid)
         return head[0]
 
-    def iter_chunks(self, oid: str, verify: bool = True) -> Iterator[memoryview]:
+    def iter_chunks(self, oid: str, verify: bool = True, buffer: memoryview | None = None) -> Iterator[memoryview]:
         data = self._cache.get(oid)
         if data is not None:
             yield memoryview(data)
@@ -137,7 +137,7 @@ class BucketObjectStore(ObjectStore):
         if h is not None and h.hexdigest() != oid:
             raise ChecksumMismatchError(f"object {oid} on {self.location}", oid, h.hexdigest())
 
-    def read(self, oid: str, max_size: int | None = None) -> bytes:
+    def read(self, oid: str, max_size: int | None = None, buffer: memoryview | None = None) -> bytes:
         data = self._cache.get(oid)
         if data is None:
             got = self.bucket.read(object_key(oid), MAX_METADATA_OBJECT if max_size is None else max_size)

@@ -138,13 +138,14 @@ class ObjectStore(ABC):
         self.end_session()
 
     # -- built on the contract ----------------------------------------------------------------------------
-    def read(self, oid: str, max_size: int | None = None) -> bytes:
-        """The object's bytes, after checking they still hash to ``oid``."""
+    def read(self, oid: str, max_size: int | None = None, buffer: memoryview | None = None) -> bytes:
+        """The object's bytes, after checking they still hash to ``oid`` (read through ``buffer`` when given:
+        threads reading at once each pass their own)."""
         size = self.size(oid)
         if max_size is not None and size > max_size:
             raise CorruptObjectError(oid, f"larger than {max_size} bytes")
         out = bytearray()
-        for chunk in self.iter_chunks(oid, verify=False):
+        for chunk in self.iter_chunks(oid, verify=False, buffer=buffer):
             out += chunk
             if len(out) > size:
                 raise CorruptObjectError(oid, f"holds more than its {size} bytes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,13 +59,24 @@ class TensorReader:
 
     #: told of every tensor's bytes as they are read (``diff`` shows a bar on long comparisons)
     progress: Progress = SILENT
-    _buffer: memoryview | None = None  # this side's own read buffer: two sides stream side by side
+
+    @property
+    def _buffer(self) -> memoryview:
+        """This side's read buffer, one per thread: two sides stream side by side, and a diff reads modules
+        on several threads at once."""
+        local = self.__dict__.get("_local")
+        if local is None:
+            local = self.__dict__.setdefault("_local", threading.local())
+        buf = getattr(local, "buffer", None)
+        if buf is None:
+            buf = local.buffer = memoryview(bytearray(8 << 20))
+        return buf
 
     def raw(self, name: str) -> bytes:
         entry = self.tensors[name]
         self.progress.update(entry.size)
         if self.folder is None:
-            return self.store.read(entry.blob)
+            return self.store.read(entry.blob, buffer=self._buffer)
         rel, offset = self._where[name]
         with open_adapter_file(self.folder, rel) as f:
             f.seek(offset)
@@ -81,8 +93,6 @@ class TensorReader:
         size = itemsize(entry.dtype)
         step = elements * size
         self.progress.update(entry.size)
-        if self._buffer is None:
-            self._buffer = memoryview(bytearray(8 << 20))
         pending = bytearray()
         for chunk in self._raw_chunks(name, self._buffer):  # re-cut into equal steps: two sides stay aligned
             pending += chunk
