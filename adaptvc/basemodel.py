@@ -47,12 +47,20 @@ SKETCH_SEED = 20261125
 SKETCH_TOLERANCE = 2.0 ** -7
 
 
+#: what to do next, for the commands and functions that can load a version on another base anyway
+FORCE_HINT = "Use --force (force=True) to load it anyway"
+
+
 class BaseMismatchError(AdaptvcError):
-    def __init__(self, problems: list[str]) -> None:
+    """The base model differs from the one a version was trained on. ``hint`` ends the message: the next step
+    where the error is raised (by default: how to load it anyway)."""
+
+    def __init__(self, problems: list[str], hint: str = FORCE_HINT) -> None:
         self.problems = problems
+        self.hint = hint
         more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
         super().__init__("the base model does not match the adapter: " + "; ".join(problems[:2]) + more
-                         + ". Use --force (force=True) to load it anyway")
+                         + (f". {hint}" if hint else ""))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,18 @@ class AdaptvcError(Exception):
     """Root of adaptvc's errors. ``str(err)`` is a one-line message fit for a user."""
 
 
+#: how the errors about a damaged store end: what to run next (left out where fsck itself reports them)
+FSCK_ADVICE = "; run 'adaptvc fsck'"
+
+
+def without_fsck_advice(message: str) -> str:
+    """An error message as a line of fsck's own report: without the advice to run fsck (where an error's
+    message ends, also when more text follows it)."""
+    import re
+
+    return re.sub(re.escape(FSCK_ADVICE) + r"(?=$|[;)])", "", message)
+
+
 class NotARepositoryError(AdaptvcError, FileNotFoundError):
     def __init__(self, path: str) -> None:
         self.path = path
@@ -60,7 +72,7 @@ class PickleRefusedError(AdaptvcError):
 class ObjectNotFoundError(AdaptvcError, KeyError):
     def __init__(self, oid: str) -> None:
         self.oid = oid
-        super().__init__(f"object {oid} is missing from the store; run 'adaptvc fsck'")
+        super().__init__(f"object {oid} is missing from the store{FSCK_ADVICE}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
@@ -73,14 +85,14 @@ class ChecksumMismatchError(AdaptvcError):
         self.what = what
         self.expected = expected
         self.got = got
-        super().__init__(f"{what} is corrupt: expected hash {expected}, got {got}; run 'adaptvc fsck'")
+        super().__init__(f"{what} is corrupt: expected hash {expected}, got {got}{FSCK_ADVICE}")
 
 
 class CorruptObjectError(AdaptvcError):
     def __init__(self, oid: str, reason: str) -> None:
         self.oid = oid
         self.reason = reason
-        super().__init__(f"object {oid} is not valid: {reason}; run 'adaptvc fsck'")
+        super().__init__(f"object {oid} is not valid: {reason}{FSCK_ADVICE}")
 
 
 class CorruptPackError(CorruptObjectError):
@@ -89,7 +101,7 @@ class CorruptPackError(CorruptObjectError):
     def __init__(self, name: str, reason: str) -> None:
         self.oid = name
         self.reason = reason
-        AdaptvcError.__init__(self, f"{name} is corrupt: {reason}; run 'adaptvc fsck'")
+        AdaptvcError.__init__(self, f"{name} is corrupt: {reason}{FSCK_ADVICE}")
 
 
 class InvalidRefNameError(AdaptvcError, ValueError):
@@ -106,6 +118,13 @@ class RefNotFoundError(AdaptvcError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class RemoteNotFoundError(RefNotFoundError):
+    def __init__(self, name: str) -> None:
+        self.ref = name
+        self.name = name
+        AdaptvcError.__init__(self, f"no such remote {name!r}")
 
 
 class RefExistsError(AdaptvcError, FileExistsError):
@@ -166,12 +185,22 @@ class NothingToCommitError(AdaptvcError):
 
 
 class UncommittedChangesError(AdaptvcError):
-    def __init__(self, paths: list[str]) -> None:
+    """The work tree differs from HEAD where a command would write. ``hint`` is what to do next (a command
+    without --force names another way to discard the changes)."""
+
+    def __init__(self, paths: list[str], hint: str = "commit them, or use --force to discard them") -> None:
         self.paths = paths
         shown = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
-        super().__init__(
-            f"the work tree has uncommitted changes ({shown}); commit them, or use --force to discard them"
-        )
+        super().__init__(f"the work tree has uncommitted changes ({shown}); {hint}")
+
+
+class NoWorkTreeError(AdaptvcError):
+    """A command that reads or writes the work tree, in a repository that has none (``init --no-work-tree``:
+    its versions come from checkpoints or live models). ``what`` says what to do instead."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"this repository has no work tree (its versions come from checkpoints); {what}")
 
 
 class WouldOverwriteError(AdaptvcError, FileExistsError):

@@ -25,8 +25,10 @@ from .errors import (
     AdaptvcWarning,
     NotARepositoryError,
     NothingToCommitError,
+    NoWorkTreeError,
     RefExistsError,
     RefNotFoundError,
+    RemoteNotFoundError,
     RepositoryExistsError,
     UnsupportedFormatError,
     WouldOverwriteError,
@@ -126,9 +128,14 @@ class Repository:
         Trainer callback creates): it has history but no adapter folder of its own."""
         return self.config.get("work_tree", True) is not False
 
+    @property
+    def _worktree(self) -> WorkTree | None:
+        """The work tree merge, revert and reset update; None in a repository without one."""
+        return self.worktree if self.has_work_tree else None
+
     def _needs_work_tree(self, what: str) -> None:
         if not self.has_work_tree:
-            raise AdaptvcError(f"this repository has no work tree (its versions come from checkpoints); {what}")
+            raise NoWorkTreeError(what)
 
     # -- creating -------------------------------------------------------------------------------------------
     @classmethod
@@ -440,6 +447,7 @@ class Repository:
         from .tensors.reader import WORKTREE, TensorReader, folder_configs
 
         if rev is None:
+            self._needs_work_tree("name two versions: adaptvc diff A B")
             snap = self.worktree_snapshot()
             configs = folder_configs(snap, lambda p: read_config(self.work_tree, p))
             return TensorReader(WORKTREE, snap, self.store, self.work_tree, configs)
@@ -573,7 +581,7 @@ class Repository:
 
     def remove_remote(self, name: str) -> None:
         if name not in self.remotes():
-            raise RefNotFoundError(f"remote {name!r}")
+            raise RemoteNotFoundError(name)
         del self.config["remotes"][name]
         self._write_config()
         for branch in self.refs.list(f"{REMOTES}{name}/"):
@@ -667,6 +675,12 @@ class Repository:
                 raise AdaptvcError(f"{url} holds no adapter versions; nothing to clone")
             if theirs is not None:
                 staging.refs.set_if_equals(HEADS + branch, None, theirs, f"clone: from {url}")
+                from .sync import carried_base
+
+                pin = carried_base(staging.store, theirs)  # init --base of the origin: its commits' pin
+                if pin is not None:
+                    staging.config["base"] = pin
+                    staging._write_config()
             os.rename(tmp, target)
         except BaseException:
             import shutil
@@ -814,7 +828,7 @@ class Repository:
         from .ops.merge import MergeOptions, merge
 
         options = MergeOptions(strategy, tuple(ours), tuple(theirs), rank, weights, density, seed)
-        return merge(self.store, self.refs, self.worktree, rev, self.resolve(rev), message=message,
+        return merge(self.store, self.refs, self._worktree, rev, self.resolve(rev), message=message,
                      author=author if author is not None else _author(self.work_tree), options=options,
                      ff=ff, ff_only=ff_only, allow_unrelated=allow_unrelated, progress=progress)
 
@@ -831,7 +845,7 @@ class Repository:
         from .ops.merge import MergeOptions
         from .ops.revert import revert
 
-        return revert(self.store, self.refs, self.worktree, rev, self.resolve(rev),
+        return revert(self.store, self.refs, self._worktree, rev, self.resolve(rev),
                       author=author if author is not None else _author(self.work_tree), message=message,
                       mainline=mainline, options=MergeOptions(strategy, tuple(ours), tuple(theirs), rank),
                       progress=progress)
@@ -841,7 +855,7 @@ class Repository:
         files of the work tree (untracked files are never touched)."""
         from .ops.reset import reset
 
-        return reset(self.store, self.refs, self.worktree, rev, self.resolve(rev), mode, progress)
+        return reset(self.store, self.refs, self._worktree, rev, self.resolve(rev), mode, progress)
 
     def restore(self, paths: Sequence[str] = (), *, source: str = "HEAD", tensors: Sequence[str] = (),
                 progress: Progress = SILENT) -> RestoreResult:
@@ -849,6 +863,7 @@ class Repository:
         ``source`` into the work tree; other tensors keep their bytes. HEAD does not move."""
         from .ops.restore import restore
 
+        self._needs_work_tree(f"write files of a version into a folder with 'adaptvc checkout {source} -o DIR'")
         oid = self.resolve(source)
         return restore(self.store, self.work_tree, oid, self.show(oid).snapshot, self._head_snapshot(), list(paths),
                        list(tensors), label=source, progress=progress)

@@ -17,6 +17,8 @@ from typing import Any
 
 from .errors import AdaptvcError
 from .ops.graph import is_ancestor
+from .ops.tracking import upstream_remote
+from .peft_layout import CONFIG_NAME, is_config_path
 from .progress import SILENT, Progress
 from .refnames import HEADS, REMOTES, TAGS
 from .remotes import NonFastForwardError, RefUpdate, Remote, RemoteError, open_remote
@@ -50,7 +52,12 @@ class RemoteChoice:
 
 
 def choose_remote(configured: dict[str, str], name_or_url: str | None, local: ObjectStore) -> RemoteChoice:
-    name = name_or_url or ("origin" if "origin" in configured else next(iter(configured), None))
+    """The remote ``name_or_url`` names; without one, the upstream (``origin``, else the only remote), as
+    ``status`` compares against. Several remotes and none of them ``origin``: refused, never guessed."""
+    name = name_or_url or upstream_remote(sorted(configured))
+    if name is None and configured:
+        raise AdaptvcError(f"no upstream: there are several remotes ({', '.join(sorted(configured))}) and none is "
+                           "'origin'; name the remote to use after the command")
     if name is None:
         raise AdaptvcError("no remote configured: run 'adaptvc remote add origin URL'")
     if name in configured:
@@ -141,9 +148,27 @@ def fast_forward_target(store: ObjectStore, ours: str | None, theirs: str, branc
     if ours == theirs or (ours is not None and is_ancestor(store, theirs, ours)):
         return False
     if ours is not None and not is_ancestor(store, ours, theirs):
-        raise AdaptvcError(
-            f"your branch {branch!r} and {label}/{branch} have diverged; keep your versions on another branch "
-            f"(adaptvc branch mine), then take theirs: adaptvc checkout {label}/{branch} and "
-            f"adaptvc switch -c {branch}-new"
-        )
+        other = f"{label}/{branch}" if not looks_like_url(label) else theirs[:12]  # a URL has no tracking ref
+        raise AdaptvcError(f"your branch {branch!r} and {label}/{branch} have diverged; to combine their versions "
+                           f"with yours, run 'adaptvc merge {other}'")
     return True
+
+
+def carried_base(store: ObjectStore, commit_id: str) -> dict[str, str | None] | None:
+    """The base pin a clone keeps in its config, from the version it starts at: the commit's base-model name
+    and revision when its adapter config alone would not give them (they came from ``init --base`` /
+    ``--base-revision`` or ``commit --base``), so that the clone's commits are pinned as the origin's are
+    (and merge with them). None when the adapter config gives the same pin."""
+    from .ops.merge_plan import stored_config
+
+    commit = store.read_commit(commit_id)
+    pin = commit.base
+    if not pin.name_or_path and not pin.revision:
+        return None
+    snapshot = store.read_snapshot(commit.snapshot)
+    cfg = stored_config(store, snapshot, next((f.path for f in snapshot.files if is_config_path(f.path)), CONFIG_NAME))
+    from_config = tuple(v if isinstance(v, str) and v else None
+                        for v in (cfg.get("base_model_name_or_path"), cfg.get("revision")))
+    if (pin.name_or_path or None, pin.revision or None) == from_config:
+        return None
+    return {"name_or_path": pin.name_or_path, "revision": pin.revision}

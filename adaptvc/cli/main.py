@@ -69,6 +69,9 @@ class AdaptvcGroup(click.Group):
                 return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted; nothing half-written was recorded.", err=True)
+            raise click.exceptions.Exit(130) from None
         except BrokenPipeError:
             _quiet_exit_on_closed_pipe()
         except AdaptvcError as e:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AdaptvcError, InvalidInputError, UntrackedFileError
+from ..errors import AdaptvcError, InvalidInputError, UncommittedChangesError, UntrackedFileError
 from ..objects import BasePin, Commit, Snapshot
 from ..peft_layout import CONFIG_NAME, is_training_state
 from ..progress import SILENT, Progress
@@ -121,12 +121,14 @@ def merge_metadata(kind: str, base: str | None, bases: list[str], theirs: str, o
     return {kind: info}
 
 
-def require_clean(worktree: WorkTree, head: str | None, head_snapshot: Snapshot | None, config_of) -> None:
+def require_clean(worktree: WorkTree, head: str | None, head_snapshot: Snapshot | None, config_of,
+                  command: str = "merge") -> None:
+    """Refuse (:class:`UncommittedChangesError`, as checkout and switch do) when the work tree differs from
+    HEAD: a merge or revert rewrites it."""
     st = worktree.status(head, head_snapshot, config_of=config_of)
     if not st.clean:
-        shown = ", ".join(st.changed_paths[:3]) + (", ..." if len(st.changed_paths) > 3 else "")
-        raise MergeError(f"the work tree has uncommitted changes ({shown}); commit them, or discard them with "
-                         "'adaptvc reset --hard', then merge again")
+        raise UncommittedChangesError(st.changed_paths, "commit them, or discard them with 'adaptvc reset --hard', "
+                                                        f"then {command} again")
 
 
 def config_reader(store: ObjectStore) -> Callable[[Snapshot, str], dict[str, Any]]:

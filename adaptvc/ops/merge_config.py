@@ -55,8 +55,20 @@ def finite(x: float | None) -> float | None:
     return x if x is None or math.isfinite(x) else None
 
 
+class _Missing:
+    """The value of a config key one version does not have (distinct from JSON null)."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+#: a config key's value in a version that lacks the key
+MISSING: Any = _Missing()
+
+
 def short_value(v: Any) -> str:
-    text = "(absent)" if v is None else json.dumps(v, sort_keys=True, default=str)
+    """A config value for a one-line message: JSON, shortened; ``(absent)`` for :data:`MISSING`."""
+    text = "(absent)" if v is MISSING else json.dumps(v, sort_keys=True, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -38,7 +38,7 @@ from ..objects import FileEntry, Snapshot, TensorEntry
 from ..parsing import JsonError, parse_json
 from ..peft_layout import CONFIG_NAME, WEIGHTS_NAME, is_training_state
 from ..storage.base import MAX_METADATA_OBJECT, ObjectStore
-from .merge_config import finite, merge_patterns, merge_sets, module_scale, short_value, state_ranks
+from .merge_config import MISSING, finite, merge_patterns, merge_sets, module_scale, short_value, state_ranks
 
 #: the strategies for units changed on both sides ("combine": the exact three-way combination)
 STRATEGIES = ("combine", "ours", "theirs", "ties", "dare_ties", "dare_linear", "svd")
@@ -485,16 +485,15 @@ class Merger:
             return
         co = co or {}
         merged: dict[str, Any] = {}
-        missing = object()
         for key in list(dict.fromkeys([*ca, *cb, *co])):
-            vo, va, vb = co.get(key, missing), ca.get(key, missing), cb.get(key, missing)
+            vo, va, vb = co.get(key, MISSING), ca.get(key, MISSING), cb.get(key, MISSING)
             if va == vb:
                 value = va
             elif va == vo:
                 value = vb
             elif vb == vo:
                 value = va
-            elif key in SET_KEYS and all(isinstance(v, list) or v is None or v is missing for v in (vo, va, vb)):
+            elif key in SET_KEYS and all(isinstance(v, list) or v is None or v is MISSING for v in (vo, va, vb)):
                 value = merge_sets(vo, va, vb)
             elif key in SCALE_KEYS or key in INFORMATIONAL_KEYS:
                 value = merge_patterns(vo, va, vb) if key in ("rank_pattern", "alpha_pattern") else va
@@ -506,7 +505,7 @@ class Merger:
                     self.plan.conflicts.append(Conflict(name, "config", f"changed on both sides: {short_value(vo)} -> "
                                                                         f"{short_value(va)} / {short_value(vb)}"))
                 value = vb if side == "theirs" else va
-            if value is not missing:
+            if value is not MISSING:
                 merged[key] = value
         self.plan.configs[folder] = merged
 

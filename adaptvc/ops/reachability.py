@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..errors import AdaptvcError, ObjectNotFoundError
+from ..errors import AdaptvcError, ObjectNotFoundError, without_fsck_advice
 from ..hashing import is_object_id
 from ..refnames import HEADS, REMOTES, TAGS
 from ..storage.base import ObjectStore, Refs
@@ -25,6 +25,9 @@ class Problem:
     problem: str
     referenced_by: list[str] = field(default_factory=list)
     live: bool = True  # reached from a live ref, not only from a reflog entry
+
+    def __post_init__(self) -> None:
+        self.problem = without_fsck_advice(self.problem)  # a line of fsck's report: "run fsck" would loop
 
     def to_dict(self) -> dict[str, object]:
         return {"oid": self.oid, "kind": self.kind, "problem": self.problem, "referenced_by": self.referenced_by,

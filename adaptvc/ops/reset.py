@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EmptyRepositoryError, InvalidInputError
+from ..errors import EmptyRepositoryError, InvalidInputError, NoWorkTreeError
 from ..progress import SILENT, Progress
 from ..refnames import HEADS
 from ..storage.base import ObjectStore, Refs
@@ -40,9 +40,12 @@ class ResetResult:
 def reset(store: ObjectStore, refs: Refs, worktree: WorkTree | None, rev: str, commit_id: str, mode: str = "mixed",
           progress: Progress = SILENT) -> ResetResult:
     """Move the current branch to ``commit_id`` (named ``rev`` in the reflog); with ``mode="hard"``, also
-    the tracked files of ``worktree``."""
+    the tracked files of ``worktree`` (None: the repository has no work tree, and ``hard`` is refused)."""
     if mode not in MODES:
         raise InvalidInputError(f"reset mode {mode!r}", "must be soft, mixed or hard")
+    if mode == "hard" and worktree is None:  # else --hard would quietly do what --soft does
+        raise NoWorkTreeError(f"'reset --hard' has no files to rewrite: move the branch with 'adaptvc reset --soft "
+                              f"{rev}'")
     target = head_target(refs)
     old = target.expected
     if old is None:

@@ -60,7 +60,7 @@ def revert(store: ObjectStore, refs: Refs, worktree: WorkTree | None, rev: str, 
     head_snapshot = snapshot_of(store, head)
     config_of = config_reader(store)
     if worktree is not None:
-        require_clean(worktree, head, head_snapshot, config_of)
+        require_clean(worktree, head, head_snapshot, config_of, "revert")
     head_commit = store.read_commit(head)
     if parent is not None:
         check_bases(head_commit, store.read_commit(parent))

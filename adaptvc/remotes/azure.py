@@ -56,10 +56,7 @@ def _first_line(text: object) -> str:
 
 class AzureBucket(Bucket):
     def __init__(self, url: str) -> None:
-        _, container, prefix = split_url(url)
-        if not _CONTAINER.match(container):
-            raise RemoteError(f"invalid Azure container name {container!r} in {url!r}")
-        self.prefix = check_prefix(prefix, url)
+        container, self.prefix = self.check_url(url)
         self.url = f"az://{container}/{self.prefix}" if self.prefix else f"az://{container}"
         self._root = self.prefix + "/" if self.prefix else ""
         blob = require("azure.storage.blob", "azure", "azure-storage-blob")
@@ -72,6 +69,14 @@ class AzureBucket(Bucket):
                 service = blob.BlobServiceClient(self._endpoint(), credential=self._credential(), **options)
         self.container_name = container
         self.container: Any = service.get_container_client(container)
+
+    @staticmethod
+    def check_url(url: str) -> tuple[str, str]:
+        """``(container, prefix)`` of a valid ``az://`` URL, checked without a client or credentials."""
+        _, container, prefix = split_url(url)
+        if not _CONTAINER.match(container):
+            raise RemoteError(f"invalid Azure container name {container!r} in {url!r}")
+        return container, check_prefix(prefix, url)
 
     def _endpoint(self) -> str:
         account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or os.environ.get("AZURE_STORAGE_ACCOUNT")

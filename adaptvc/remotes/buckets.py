@@ -136,6 +136,13 @@ class Bucket(ABC):
     def delete(self, key: str) -> None:
         """Remove the key (no error when it is absent)."""
 
+    @staticmethod
+    def check_url(url: str) -> tuple[str, str]:
+        """``(bucket, prefix)`` of a URL this kind of bucket can have, checked without a client, a credential or
+        a request (each service refines it with its own naming rules)."""
+        _, bucket, prefix = split_url(url)
+        return bucket, check_prefix(prefix, url)
+
     def exists(self) -> bool:
         """True when the bucket (container) itself exists and can be reached."""
         return True
@@ -168,10 +175,20 @@ def require(module: str, extra: str, package: str) -> Any:
         raise AdaptvcError(f"this remote needs {package}: pip install 'adaptvc[{extra}]'") from None
 
 
-def open_bucket(url: str) -> Bucket:
-    """The bucket at ``s3://bucket/prefix`` or ``az://container/prefix``."""
+def _bucket_class(url: str) -> Any:
     if not isinstance(url, str) or "\x00" in url:
         raise RemoteError(f"invalid remote URL {url!r}")
     scheme, _, _ = split_url(url)
     module, cls, _, _ = BUCKET_SCHEMES[scheme]
-    return getattr(importlib.import_module(module), cls)(url)
+    return getattr(importlib.import_module(module), cls)  # the client library is imported only by the class
+
+
+def check_bucket_url(url: str) -> None:
+    """Refuse an ``s3://`` / ``az://`` URL no bucket can have (bad bucket, container or prefix names), without
+    a client library, a credential or a request: adding a remote needs none of them, only using it does."""
+    _bucket_class(url).check_url(url)
+
+
+def open_bucket(url: str) -> Bucket:
+    """The bucket at ``s3://bucket/prefix`` or ``az://container/prefix``."""
+    return _bucket_class(url)(url)

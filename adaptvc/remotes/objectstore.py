@@ -25,6 +25,7 @@ Guarantees (``docs/remotes-object-storage.md``):
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import threading
@@ -48,6 +49,7 @@ from .buckets import (
     Bucket,
     ConditionalWritesUnsupported,
     PreconditionFailed,
+    check_bucket_url,
     open_bucket,
     read_exactly,
     transfer_workers,
@@ -246,15 +248,23 @@ class ObjectStoreRemote(Remote):
     """An adaptvc remote in an S3 bucket or an Azure container (see the module docstring)."""
 
     def __init__(self, url: str, name: str = "origin", local: ObjectStore | None = None) -> None:
-        self.bucket = open_bucket(url)
+        check_bucket_url(url)  # the client (and its credentials) only when the remote is used: see .bucket
         self.url = url
         self.name = name
-        self.store = BucketObjectStore(self.bucket)
         self.workers = transfer_workers()
         self.skipped_refs = []
         self._conditional_writes_checked = False
         self._checked = False
         self._local_lock = threading.Lock()
+
+    @functools.cached_property
+    def bucket(self) -> Bucket:
+        """The bucket, with a client of the service (made on first use: ``remote add`` needs no credentials)."""
+        return open_bucket(self.url)
+
+    @functools.cached_property
+    def store(self) -> BucketObjectStore:
+        return BucketObjectStore(self.bucket)
 
     # -- the store itself ---------------------------------------------------------------------------------
     def exists(self) -> bool:

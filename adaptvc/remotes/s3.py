@@ -69,17 +69,22 @@ def _first_line(text: object) -> str:
 
 class S3Bucket(Bucket):
     def __init__(self, url: str) -> None:
-        _, bucket, prefix = split_url(url)
-        if not _BUCKET.match(bucket) or ".." in bucket:
-            raise RemoteError(f"invalid S3 bucket name {bucket!r} in {url!r}")
+        bucket, self.prefix = self.check_url(url)
         self.bucket = bucket
-        self.prefix = check_prefix(prefix, url)
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._root = self.prefix + "/" if self.prefix else ""
         require("boto3", "s3", "boto3")
         with self._calling(""):
             self.client: Any = _client()
         self.endpoint = self.client.meta.endpoint_url
+
+    @staticmethod
+    def check_url(url: str) -> tuple[str, str]:
+        """``(bucket, prefix)`` of a valid ``s3://`` URL, checked without a client or credentials."""
+        _, bucket, prefix = split_url(url)
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise RemoteError(f"invalid S3 bucket name {bucket!r} in {url!r}")
+        return bucket, check_prefix(prefix, url)
 
     def _key(self, key: str) -> str:
         return self._root + key

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ...errors import AdaptvcError
+from ...errors import AdaptvcError, NoWorkTreeError
 from ...peft_layout import short_module_name
 from ..context import State, pass_state
 from ..options import TEXT, json_option
@@ -121,6 +121,8 @@ def diff(state: State, a: str | None, b: str | None, stat: bool, modules_only: b
     adaptvc diff v1           v1 against the work tree
     adaptvc diff v1 v2        two versions
     """
+    if b is None and not state.repo.has_work_tree:  # git's bare repository: diff needs two revisions there
+        raise NoWorkTreeError("name two versions: adaptvc diff A B")
     result = state.repo.diff(a or "HEAD", b, tensors=pattern, progress=BarProgress())
     if pattern and not result.tensors:
         raise AdaptvcError(f"no tensor name matches {pattern!r}")

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ...errors import InvalidInputError
+from ...errors import InvalidInputError, NoWorkTreeError
 from ...ops.merge import STRATEGIES, MergeConflictError, MergeOptions, MergeResult, parse_weights
 from ..context import CliError, State, pass_state
 from ..options import TEXT, json_option, quiet_option
 from ..progress import BarProgress
 from ..render import echo_json, short, style
+
+if TYPE_CHECKING:
+    from ...ops.worktree import WorkTree
+
+
+def _worktree(state: State) -> WorkTree | None:
+    """The work tree the command updates; None in a repository without one (``init --no-work-tree``)."""
+    repo = state.repo
+    return repo.worktree if repo.has_work_tree else None
 
 
 def _author(state: State) -> str:
@@ -103,9 +113,9 @@ def merge(state: State, rev: str, message: str | None, strategy: str, ours: tupl
     theirs_id = repo.resolve(rev)
     old = repo.head()
     try:
-        result = do_merge(repo.store, repo.refs, repo.worktree, rev, theirs_id, message=message, author=_author(state),
-                          options=options, ff=not no_ff, ff_only=ff_only, allow_unrelated=allow_unrelated,
-                          progress=BarProgress(not quiet and not as_json))
+        result = do_merge(repo.store, repo.refs, _worktree(state), rev, theirs_id, message=message,
+                          author=_author(state), options=options, ff=not no_ff, ff_only=ff_only,
+                          allow_unrelated=allow_unrelated, progress=BarProgress(not quiet and not as_json))
     except MergeConflictError as e:
         _conflict(e, as_json)
         return
@@ -165,7 +175,7 @@ def revert(state: State, rev: str, mainline: int | None, message: str | None, st
     repo = state.repo
     target = repo.resolve(rev)
     try:
-        result = do_revert(repo.store, repo.refs, repo.worktree, rev, target, author=_author(state), message=message,
+        result = do_revert(repo.store, repo.refs, _worktree(state), rev, target, author=_author(state), message=message,
                            mainline=mainline, options=MergeOptions(strategy, tuple(ours), tuple(theirs), rank),
                            progress=BarProgress(not quiet and not as_json))
     except MergeConflictError as e:
@@ -194,7 +204,7 @@ def reset(state: State, rev: str, mode: str, as_json: bool, quiet: bool) -> None
     from ...ops.reset import reset as do_reset
 
     repo = state.repo
-    result = do_reset(repo.store, repo.refs, repo.worktree, rev, repo.resolve(rev), mode,
+    result = do_reset(repo.store, repo.refs, _worktree(state), rev, repo.resolve(rev), mode,
                       progress=BarProgress(not quiet and not as_json))
     if as_json:
         echo_json(result.to_json())
@@ -238,6 +248,8 @@ def restore(state: State, paths: tuple[str, ...], source: str, tensors: tuple[st
     from ...ops.restore import restore as do_restore
 
     repo = state.repo
+    if not repo.has_work_tree:
+        raise NoWorkTreeError(f"write files of a version into a folder with 'adaptvc checkout {source} -o DIR'")
     oid = repo.resolve(source)
     head = repo.head()
     head_snapshot = repo.show(head).snapshot if head else None

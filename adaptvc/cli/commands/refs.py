@@ -32,7 +32,10 @@ def tag(state: State, name: str | None, rev: str, delete: bool, force: bool, as_
         return
     if delete:
         oid = repo.delete_tag(name)
-        click.echo(f"Deleted tag {name} (was {short(oid)})")
+        if as_json:
+            echo_json({"name": name, "id": oid, "deleted": True})
+        else:
+            click.echo(f"Deleted tag {name} (was {short(oid)})")
         return
     oid = repo.tag(name, rev, force=force)
     if as_json:
@@ -66,7 +69,10 @@ def branch(state: State, name: str | None, rev: str, delete: bool, force: bool, 
         return
     if delete:
         oid = repo.delete_branch(name)
-        click.echo(f"Deleted branch {name} (was {short(oid)}); 'adaptvc reflog {name}' still knows it")
+        if as_json:
+            echo_json({"name": name, "id": oid, "deleted": True})
+        else:
+            click.echo(f"Deleted branch {name} (was {short(oid)}); 'adaptvc reflog {name}' still knows it")
         return
     oid = repo.branch(name, rev, force=force)
     if as_json:

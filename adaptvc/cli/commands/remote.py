@@ -111,8 +111,23 @@ def clone(state: State, url: str, directory: str | None, revision: str | None, q
     url = normalise(url, state.cwd)
     target = state.path(directory) if directory else state.path(default_clone_folder(url))
     repo = Repository.clone(url, target, revision=revision, progress=BarProgress(not quiet))
-    n = len(repo.log()) if repo.head() else 0
-    click.echo(f"cloned {url} into {repo.work_tree} ({n} versions on {repo.current_branch() or 'detached HEAD'})")
+    click.echo(f"cloned {url} into {repo.work_tree} ({_clone_summary(repo, revision)})")
+
+
+def _clone_summary(repo: Repository, revision: str | None) -> str:
+    """``3 versions on main`` / ``1 version; HEAD detached at v1``: every version the clone holds (what its
+    branches, tags and remote-tracking branches reach), and where HEAD is."""
+    from ...ops.graph import walk
+    from ...refnames import REMOTES
+
+    head = repo.head()
+    tips = {*repo.branches().values(), *repo.tags().values(), *repo.refs.list(REMOTES).values()}
+    if head:
+        tips.add(head)
+    n = sum(1 for _ in walk(repo.store, sorted(tips)))
+    branch = repo.current_branch()
+    where = f" on {branch}" if branch else f"; HEAD detached at {revision or short(head or '')}"
+    return f"{n} version{'' if n == 1 else 's'}{where}"
 
 
 @click.command("ls-remote")

@@ -21,9 +21,15 @@ def verify_base(state: State, rev: str, base: str, subfolder: str | None, as_jso
     Every adapter module must exist in the base with the right shape, and the base's fingerprint
     (architecture, targeted weights' names, shapes and sampled values) must match the pinned one.
     """
+    from ...basemodel import BaseMismatchError
+
     repo = state.repo
-    detail = repo.verify_base(rev, base, subfolder=subfolder)
     pin = repo.read_commit(rev).base
+    try:
+        detail = repo.verify_base(rev, base, subfolder=subfolder)
+    except BaseMismatchError as e:  # its default hint is load's --force, which this command has not
+        raise BaseMismatchError(e.problems, hint=f"{rev} is pinned to {pin.describe()}; check it against that "
+                                                  "base") from None
     if as_json:
         echo_json({"ok": True, "base": base, "pinned": pin.to_dict(), "detail": detail})
     else:

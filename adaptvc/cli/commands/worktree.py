@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ...parsing import JsonError, parse_json
+from ...peft_layout import is_training_state
 from ...repository import Repository
 from ..context import CliError, State, pass_state
 from ..options import TEXT, json_option, quiet_option
@@ -136,7 +137,8 @@ def checkout(state: State, rev: str, output: str | None, force: bool, with_train
     if as_json:
         echo_json({"commit": c.id, "path": str(target)})
         return
-    size = sum(f.size for f in repo.store.read_snapshot(c.snapshot).files)
+    files = repo.store.read_snapshot(c.snapshot).files
+    size = sum(f.size for f in files if with_training_state or not is_training_state(f.path))  # what was written
     click.echo(f"Checked out {short(c.id)} ({c.summary}) into {target} [{human_bytes(size)}]")
     if out is None and repo.current_branch() is None:
         click.echo("HEAD is now detached; to keep new commits on a branch run 'adaptvc switch -c NAME'", err=True)
@@ -148,6 +150,7 @@ def checkout(state: State, rev: str, output: str | None, force: bool, with_train
 def demo(path: str, epochs: int) -> None:
     """Build a tiny Llama + LoRA, train it for a few epochs, version each one, and load a version back.
 
+    PATH must be new or empty, or the folder of an earlier demo (what that demo made there is replaced).
     Needs the torch extra (pip install 'adaptvc[torch]'); downloads nothing.
     """
     try:
