@@ -5,6 +5,9 @@ The cut-off is fixed before the walk, on the store's own clock, and moved back t
 live write session (``ObjectStore.writers_since``): a commit that wrote its objects before gc started but
 moves its branch after gc read the refs keeps everything, even with ``--grace 0``. Removal re-checks the
 object's time after taking it away, so a writer that reuses (freshens) an object at that very moment wins.
+
+A dry run (``-n``) computes what the real run would do — reflogs expired in memory, not on disk — and changes
+nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from ..errors import AdaptvcError, ChecksumMismatchError, CorruptObjectError
 from ..progress import SILENT, Progress
-from ..storage.base import ObjectStore, Refs
+from ..storage.base import ObjectStore, ReflogEntry, Refs
 from ..storage.compression import ELEMENT_SIZE
 from .reachability import walk
 
@@ -46,14 +49,37 @@ def cutoff_for(store: ObjectStore, grace_seconds: float) -> float:
     return min(cutoff, oldest_writer) if oldest_writer is not None else cutoff
 
 
+class _ExpiredReflogs:
+    """``refs`` as they will be once their reflogs are expired, without writing anything: what a dry run walks.
+    The expiry itself runs unchanged; only its rewrites are kept in memory."""
+
+    def __init__(self, refs: Refs) -> None:
+        self._refs = refs
+        self._logs: dict[str, list[ReflogEntry]] = {}
+
+    def rewrite_reflog(self, ref: str, entries: list[ReflogEntry], expected: list[ReflogEntry] | None = None) -> None:
+        self._logs[ref] = list(entries)
+
+    def reflog(self, ref: str) -> list[ReflogEntry]:
+        return list(self._logs[ref]) if ref in self._logs else self._refs.reflog(ref)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._refs, name)
+
+
 def gc(store: ObjectStore, refs: Refs, grace_seconds: float = DEFAULT_GRACE_SECONDS,
        dry_run: bool = False, aggressive: bool = False, progress: Progress = SILENT,
        expire_reflogs: bool = True) -> GcReport:
-    if expire_reflogs and not dry_run:  # as git gc: reflog entries past 90 days (30 when unreachable) go first
+    if expire_reflogs:  # as git gc: reflog entries past 90 days (30 when unreachable) go first
         from .reflog_expire import expire_reflogs as expire
 
+        if dry_run:
+            refs = _ExpiredReflogs(refs)  # type: ignore[assignment]
         expire(store, refs, now=time.time())
     cutoff = cutoff_for(store, grace_seconds)  # fixed before the walk
+    reinstate = getattr(store, "reinstate_packs", None)
+    if reinstate is not None and not dry_run:  # a pack a killed gc took away while a writer reused it
+        reinstate(cutoff)
     reach = walk(store, refs)
     if reach.live_problems:
         raise AdaptvcError(
@@ -72,8 +98,8 @@ def gc(store: ObjectStore, refs: Refs, grace_seconds: float = DEFAULT_GRACE_SECO
             raise AdaptvcError(f"{e}; gc deletes nothing while the store is damaged") from None
         report.removed, report.bytes_freed = packed.removed, packed.bytes_freed
         report.bytes_compressed = packed.bytes_compressed
-        report.kept_recent = sum(1 for oid in store.iter_ids() if oid not in keep) if dry_run else \
-            sum(1 for oid in store.iter_ids() if oid not in keep and oid not in packed.removed)
+        removed = set(packed.removed)  # (a dry run still has them in the store: they are not "recent")
+        report.kept_recent = sum(1 for oid in store.iter_ids() if oid not in keep and oid not in removed)
     else:
         for oid in list(store.iter_ids()):
             if oid in keep:
@@ -86,7 +112,9 @@ def gc(store: ObjectStore, refs: Refs, grace_seconds: float = DEFAULT_GRACE_SECO
             report.bytes_freed += freed
         if aggressive and not dry_run:
             report.bytes_compressed = _repack(store, reach.objects, progress)
-    report.temp_files_removed = store.prune_temporary(cutoff, dry_run)
+    debris = getattr(store, "prune_pack_debris", None)  # what a killed commit or gc left in objects/pack
+    report.temp_files_removed = (debris(cutoff, dry_run) if debris is not None else 0) + \
+        store.prune_temporary(cutoff, dry_run)
     if not dry_run and hasattr(store, "remove_empty_fanout"):
         store.remove_empty_fanout()
     return report

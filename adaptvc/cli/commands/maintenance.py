@@ -36,13 +36,17 @@ def fsck(state: State, remote_name: str | None, as_json: bool) -> None:
         click.echo(f"checked {report.objects} objects: {report.reachable} reachable, {report.dangling} dangling")
         for p in report.problems:
             by = "; ".join(p.referenced_by) or "nothing (unreachable)"
-            click.echo(f"bad {p.kind} {p.oid}: {p.problem}\n    needed by: {by}")
+            needed = "" if p.kind in ("pack", "copy") else f"\n    needed by: {by}"
+            click.echo(f"bad {p.kind} {p.oid}: {p.problem}{needed}")
         for lock in report.stale_locks:
             click.echo(f"stale lock {lock.path} (process {lock.pid} is gone): run 'adaptvc unlock'")
+        if report.pack_debris:
+            click.echo(f"{len(report.pack_debris)} file(s) in objects/pack left by a killed commit or gc (harmless; "
+                       "'adaptvc gc' removes them once older than its grace period)")
         if report.ok:
             click.echo("ok")
     if not report.ok:
-        raise CliError(f"{len(report.problems)} bad object(s); the versions that need them cannot be checked out")
+        raise CliError(report.summary())
 
 
 @click.command()
