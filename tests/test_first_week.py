@@ -206,6 +206,11 @@ args = TrainingArguments(out, max_steps=2, save_steps=1, per_device_train_batch_
 trainer = Trainer(model=helpers.lora_model(), args=args, train_dataset=Tokens(),
                   callbacks=[AdaptvcCallback(repo=repo)])
 trainer.train()
+# tear the process group down before exit: a gloo group left to the interpreter's exit can abort
+# ("terminate called without an active exception") while its threads are still joinable
+if torch.distributed.is_initialized():
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 """
 
 
