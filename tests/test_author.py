@@ -48,3 +48,26 @@ def test_without_any_git_identity_the_author_is_user_at_host(tmp_path, monkeypat
     work = write_adapter(tmp_path / "w", seed=1)
     author = Repository.init(work).commit("v1").author
     assert "@" in author and "<" not in author
+
+
+def test_a_commit_outside_any_git_repository_does_not_load_gitpython(tmp_path):
+    """Provenance looks for a .git entry before importing GitPython: a commit in a plain folder stays light;
+    inside a git work tree the code's commit is still recorded."""
+    import sys
+
+    code = ("import sys; from adaptvc import Repository; r = Repository.init(sys.argv[1]); r.commit('v1'); "
+            "print('git' in sys.modules, (r.log()[0].provenance or {}).get('git_commit') is not None)")
+    plain = write_adapter(tmp_path / "plain", seed=1)
+    out = subprocess.run([sys.executable, "-c", code, str(plain)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+
+    code_repo = tmp_path / "code"
+    env = {**__import__("os").environ, "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@b",
+           "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@b"}
+    subprocess.run(["git", "init", "-q", str(code_repo)], check=True)
+    (code_repo / "train.py").write_text("print('train')\n")
+    git(code_repo, "add", "train.py", env=env)
+    git(code_repo, "commit", "-qm", "code", env=env)
+    inside = write_adapter(code_repo / "runs" / "adapter", seed=1)
+    out = subprocess.run([sys.executable, "-c", code, str(inside)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"], out.stdout + out.stderr

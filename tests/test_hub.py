@@ -138,3 +138,30 @@ def test_cli_push_and_clone_with_the_hub(hub, tmp_path):
     assert Repository(tmp_path / "c").head() == repo.resolve("v2")
     with pytest.raises(AdaptvcError, match="invalid Hub repository"):
         repo.add_remote("bad", "hf://../../etc")
+
+
+def test_a_new_branch_on_a_plain_repository_holds_exactly_its_version(hub, tmp_path):
+    """A branch pushed onto a Hub repository whose history adaptvc does not have locally starts from that
+    repository's files: each Hub commit of the branch must hold exactly its version (the plain repository's
+    other files removed, ours all uploaded), so plain PEFT loads it with revision=."""
+    from tests.light import write_adapter
+
+    api = HfApi()
+    api.create_repo("bob/plain-branch")
+    plain = write_adapter(tmp_path / "plain", seed=5)
+    (plain / "training_notes.txt").write_text("not an adapter file\n")
+    api.upload_folder(repo_id="bob/plain-branch", folder_path=str(plain), commit_message="by hand")
+    repo = Repository.init(tmp_path / "work")
+    write_adapter(repo.work_tree, seed=6, config={"lora_dropout": 0.2})
+    v1 = repo.commit("v1")
+    repo.add_remote("origin", "hf://bob/plain-branch")
+    repo.branch("exp")
+    repo.push(branches=["exp"])
+    files = set(api.list_repo_files("bob/plain-branch", revision="exp"))
+    assert "training_notes.txt" not in files and "adapter_model.safetensors" in files
+    got = hf_hub_download("bob/plain-branch", "adapter_model.safetensors", revision="exp")
+    out = tmp_path / "out"
+    repo.checkout(v1.id, out)
+    assert helpers.sha256(Path(got)) == helpers.sha256(out / "adapter_model.safetensors")
+    cfg = json.loads(Path(hf_hub_download("bob/plain-branch", "adapter_config.json", revision="exp")).read_text())
+    assert cfg["lora_dropout"] == 0.2

@@ -179,3 +179,49 @@ def test_fsck_remote_says_whether_a_folder_remote_is_whole(tmp_path):
     corrupt_stored(DiskObjectStore(bare), victim)
     res = CliRunner().invoke(cli, ["-C", str(repo.work_tree), "fsck", "--remote", "origin"])
     assert res.exit_code == 1 and victim in res.stdout and res.stderr.startswith("Error: ")
+
+
+def test_a_merge_of_diverged_work_pushes_and_every_version_clones_exactly(tmp_path, remote_url):
+    """One side changes only the config, the other only the tensors; the merge is pushed. Every version on
+    the remote must be exactly that version: on the Hub each commit's tree is the whole adapter of that
+    version (loadable by plain PEFT with revision=), not the previous Hub commit's files patched."""
+    from tests.light import write_adapter
+
+    server = Repository.init(tmp_path / "server")
+    write_adapter(server.work_tree, seed=1)
+    server.commit("v1")
+    server.add_remote("origin", remote_url)
+    server.push()
+    laptop = Repository.clone(remote_url, tmp_path / "laptop")
+    write_adapter(server.work_tree, seed=1, config={"lora_dropout": 0.3})
+    server.commit("server: dropout 0.3")
+    server.push()
+    write_adapter(laptop.work_tree, seed=2)
+    laptop.commit("laptop: new tensors")
+    laptop.fetch()
+    laptop.merge("origin/main", "merge")
+    assert len(laptop.show("HEAD").commit.parents) == 2
+    laptop.push()
+
+    fresh = Repository.clone(remote_url, tmp_path / "fresh")
+    assert {c.id for c in fresh.log()} == {c.id for c in laptop.log()}
+    for c in laptop.log():
+        mine, theirs = tmp_path / f"mine-{c.id[:8]}", tmp_path / f"theirs-{c.id[:8]}"
+        laptop.checkout(c.id, mine)
+        fresh.checkout(c.id, theirs)
+        assert helpers.files_digest(mine) == helpers.files_digest(theirs), c.message
+    assert fresh.fsck().ok
+    if remote_url.startswith("hf://"):  # what plain PEFT sees at each Hub commit
+        from huggingface_hub import HfApi, hf_hub_download
+
+        api = HfApi()
+        repo_id = remote_url[len("hf://"):]
+        by_title = {c.message.splitlines()[0]: c for c in laptop.log()}
+        for hub_commit in api.list_repo_commits(repo_id):
+            version = by_title.get(hub_commit.title)
+            if version is None:
+                continue
+            expected = laptop.config_at(laptop.show(version.id).snapshot)
+            got = json.loads(open(hf_hub_download(repo_id, "adapter_config.json",
+                                                  revision=hub_commit.commit_id)).read())
+            assert got == expected, hub_commit.title

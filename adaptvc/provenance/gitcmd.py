@@ -34,14 +34,25 @@ def _git_module() -> Any | None:
     return git
 
 
+def _in_a_git_tree(folder: Path) -> bool:
+    """Whether ``folder`` or one of its parents holds a ``.git`` entry (a folder, or a file for worktrees and
+    submodules): a cheap look before GitPython (~40 ms to import) is brought in at all."""
+    for candidate in (folder, *folder.parents):
+        if os.path.lexists(candidate / ".git"):
+            return True
+    return False
+
+
 def open_repo(path: str | os.PathLike[str]) -> Any | None:
     """The git repository containing ``path`` (a GitPython ``Repo``), or None: no git, or not in one."""
+    folder = Path(path).absolute()
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    if not _in_a_git_tree(folder):
+        return None
     git = _git_module()
     if git is None:
         return None
-    folder = Path(path)
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent
     try:
         repo = git.Repo(folder, search_parent_directories=True)
     except (git.exc.InvalidGitRepositoryError, git.exc.NoSuchPathError, OSError, ValueError):

@@ -369,13 +369,14 @@ class HubRemote(Remote):
         plans = []
         for u in sorted(updates, key=lambda u: not u.ref.startswith(HEADS)):  # branches before tags
             if u.ref.startswith(HEADS):
-                plans.append((u, self._chain(store, u.new)))
-        total = sum(self._version_bytes(store, chain) for _, chain in plans)
+                chain = self._chain(store, u.new)
+                plans.append((u, chain, self._tree(store, self._heads.get(u.ref) or self._start(store, chain))))
+        total = sum(self._version_bytes(store, chain, tree) for _, chain, tree in plans)
         moved = 0
         progress.begin("push", total)
         try:
-            for u, chain in plans:
-                moved += self._push_branch(store, u, chain, progress)
+            for u, chain, tree in plans:
+                moved += self._push_branch(store, u, chain, tree, progress)
             for u in updates:
                 if u.ref.startswith(TAGS):
                     self._push_tag(store, u)
@@ -402,28 +403,56 @@ class HubRemote(Remote):
         """adaptvc commits from the newest one the Hub has (exclusive) to ``new``, oldest first."""
         return first_parent_chain(store, new, lambda oid: self._hub_commit_of(oid) is not None)
 
+    def _start(self, store: ObjectStore, chain: list[str]) -> str | None:
+        """The Hub commit a new branch starts from: the one holding the chain's first parent, else the
+        default branch's head (None on an empty repository)."""
+        first_parents = store.read_commit(chain[0]).parents if chain else ()
+        start = self._hub_commit_of(first_parents[0]) if first_parents else None
+        if start is None:
+            start = self._heads.get(HEADS + "main") or next(iter(self._heads.values()), None)
+        return start
+
+    def _tree(self, store: ObjectStore, hub_commit: str | None) -> dict[str, str | None]:
+        """The files of the Hub tree at ``hub_commit``, by snapshot path → adaptvc id (None when the bytes are
+        unknown: they are uploaded again). A push writes each version's whole adapter against this tree, so
+        every Hub commit holds exactly its version, whatever the local history between them (merges)."""
+        if hub_commit is None:
+            return {}
+        oid = self._ids.get(hub_commit)
+        known: dict[str, str] = {}
+        if oid is not None and store.has(oid):
+            commit = store.read_commit(oid)
+            known = {f.path: f.hash for f in store.read_snapshot(commit.snapshot).files}
+            if "hub_commit" not in commit.metadata:  # written by adaptvc: the tree is exactly the snapshot
+                return dict(known)
+        with self._calling():  # a plain Hub commit (imported or not fetched): its files are listed
+            listed = self.api.list_repo_files(self.repo_id, revision=hub_commit)
+        tree: dict[str, str | None] = {}
+        for path in listed:
+            if path == ORIGINAL_CARD:
+                tree[CARD] = known.get(CARD)
+            elif path != CARD and path != ".gitattributes" and not path.startswith(META_DIR + "/"):
+                tree[path] = known.get(path)
+        return tree
+
     @staticmethod
-    def _version_bytes(store: ObjectStore, chain: list[str]) -> int:
-        total, previous = 0, None
+    def _version_bytes(store: ObjectStore, chain: list[str], tree: dict[str, str | None]) -> int:
+        total, before = 0, tree
         for oid in chain:
             snap = store.read_snapshot(store.read_commit(oid).snapshot)
-            before = {f.path: f.hash for f in previous.files} if previous else {}
             total += sum(f.size for f in snap.files if before.get(f.path) != f.hash)
-            previous = snap
+            before = {f.path: f.hash for f in snap.files}
         return total
 
-    def _push_branch(self, store: ObjectStore, u: RefUpdate, chain: list[str], progress: Progress) -> int:
+    def _push_branch(self, store: ObjectStore, u: RefUpdate, chain: list[str], tree: dict[str, str | None],
+                     progress: Progress) -> int:
         hf = _hf()
         branch = u.ref[len(HEADS):]
         hub_head = self._heads.get(u.ref)
         if hub_head is not None and self._ids.get(hub_head) != u.old:
             raise NonFastForwardError(u.ref, self.name)
-        first_parents = store.read_commit(chain[0]).parents if chain else ()
-        previous = first_parents[0] if first_parents else None
         if hub_head is None:
-            start = self._hub_commit_of(previous) if previous else None
-            if start is None:
-                start = self._heads.get(HEADS + "main") or next(iter(self._heads.values()), None)
+            start = self._start(store, chain)
             with self._calling():
                 try:
                     self.api.create_branch(self.repo_id, branch=branch, revision=start, exist_ok=False)
@@ -433,13 +462,13 @@ class HubRemote(Remote):
                     raise
                 listed = self.api.list_repo_refs(self.repo_id)
             hub_head = next(b.target_commit for b in listed.branches if b.name == branch)
-        prev_snapshot = store.read_snapshot(store.read_commit(previous).snapshot) if previous else None
+        before = tree
         moved = 0
         with tempfile.TemporaryDirectory(prefix="adaptvc-push-") as tmp:
             for oid in chain:
                 commit = store.read_commit(oid)
                 snapshot = store.read_snapshot(commit.snapshot)
-                ops, size = self._operations(store, commit, snapshot, prev_snapshot, Path(tmp))
+                ops, size = self._operations(store, commit, snapshot, before, Path(tmp))
                 with self._calling():
                     try:
                         info = self.api.create_commit(
@@ -454,18 +483,19 @@ class HubRemote(Remote):
                 self._ids[hub_head] = oid
                 self._hub_of[oid] = hub_head
                 self._heads[u.ref] = hub_head
-                prev_snapshot = snapshot
+                before = {f.path: f.hash for f in snapshot.files}
                 moved += size
                 progress.update(size)
                 for p in Path(tmp).iterdir():
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
         return moved
 
-    def _operations(self, store: ObjectStore, commit: Commit, snapshot: Snapshot, previous: Snapshot | None,
+    def _operations(self, store: ObjectStore, commit: Commit, snapshot: Snapshot, before: dict[str, str | None],
                     tmp: Path) -> tuple[list[Any], int]:
+        """The Hub operations that turn the tree ``before`` into exactly ``snapshot`` (and its card and
+        metadata files), and the bytes they upload."""
         hf = _hf()
-        before = {f.path: f for f in previous.files} if previous else {}
-        changed = [f for f in snapshot.files if before.get(f.path) is None or before[f.path].hash != f.hash]
+        changed = [f for f in snapshot.files if before.get(f.path) is None or before[f.path] != f.hash]
         ops: list[Any] = []
         size = 0
         if changed:
