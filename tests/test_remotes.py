@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -222,6 +223,6 @@ def test_a_merge_of_diverged_work_pushes_and_every_version_clones_exactly(tmp_pa
             if version is None:
                 continue
             expected = laptop.config_at(laptop.show(version.id).snapshot)
-            got = json.loads(open(hf_hub_download(repo_id, "adapter_config.json",
-                                                  revision=hub_commit.commit_id)).read())
+            got = json.loads(Path(hf_hub_download(repo_id, "adapter_config.json",
+                                                  revision=hub_commit.commit_id)).read_text())
             assert got == expected, hub_commit.title

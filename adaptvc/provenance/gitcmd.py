@@ -37,10 +37,7 @@ def _git_module() -> Any | None:
 def _in_a_git_tree(folder: Path) -> bool:
     """Whether ``folder`` or one of its parents holds a ``.git`` entry (a folder, or a file for worktrees and
     submodules): a cheap look before GitPython (~40 ms to import) is brought in at all."""
-    for candidate in (folder, *folder.parents):
-        if os.path.lexists(candidate / ".git"):
-            return True
-    return False
+    return any(os.path.lexists(candidate / ".git") for candidate in (folder, *folder.parents))
 
 
 def open_repo(path: str | os.PathLike[str]) -> Any | None:
