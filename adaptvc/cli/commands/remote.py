@@ -36,7 +36,8 @@ def _where(state: State, remote_name: str | None) -> str | None:
 def remote(ctx: click.Context, verbose: bool) -> None:
     """List remotes; `remote add NAME URL`, `remote remove NAME`.
 
-    URLs: hf://USER/REPO (the Hugging Face Hub), a folder path or file://PATH (a bare store).
+    URLs: hf://USER/REPO (the Hugging Face Hub), s3://BUCKET/PREFIX (S3 or any S3-compatible service,
+    AWS_ENDPOINT_URL), az://CONTAINER/PREFIX (Azure Blob), a folder path or file://PATH (a bare store).
     """
     if ctx.invoked_subcommand is None:
         for name, url in ctx.obj.repo.remotes().items():
@@ -48,7 +49,10 @@ def remote(ctx: click.Context, verbose: bool) -> None:
 @click.argument("url", type=TEXT)
 @pass_state
 def remote_add(state: State, name: str, url: str) -> None:
-    """Add a remote."""
+    """Add a remote: hf://USER/REPO, s3://BUCKET/PREFIX, az://CONTAINER/PREFIX or a folder.
+
+    Credentials come from the standard chains (HF_TOKEN or `hf auth login`; AWS environment, profile or
+    role; AZURE_STORAGE_CONNECTION_STRING or the Azure identity chain), never from the URL."""
     url = normalise(url, state.cwd)  # a relative folder, pinned so it works from anywhere
     state.repo.add_remote(name, url)
     click.echo(f"added remote {name}: {url}")
