@@ -77,6 +77,12 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="another adaptvc source tree to run in the same rounds")
     ap.add_argument("--real-checkpoints", type=Path, help="a folder of step-*/ checkpoints (bench.train_lora) "
                                                           "for the compression row")
+    ap.add_argument("--train-real", type=int, metavar="STEPS",
+                    help="train bench.train_lora for STEPS steps, saved every 10, for the real-checkpoints row "
+                         "(without --real-checkpoints; a complete run in --train-dir is reused). On 2 cores: 60 "
+                         "steps take about 2 min, 600 (the figure to quote) about 20")
+    ap.add_argument("--train-dir", type=Path, default=Path(tempfile.gettempdir()) / "adaptvc-bench-lora",
+                    help="where --train-real keeps its checkpoints (default: %(default)s)")
     ap.add_argument("--dir", help="work here (default: a temporary folder, removed afterwards)")
     ap.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md from this run")
     args = ap.parse_args()
@@ -192,6 +198,8 @@ def main() -> None:
     raw = tree_bytes(full_repo / ".adaptvc" / "objects")
     me("-C", str(full_repo), "gc", "--aggressive")
     compressed = tree_bytes(full_repo / ".adaptvc" / "objects")
+    if args.train_real and not args.real_checkpoints:
+        args.real_checkpoints = trained_checkpoints(args.train_real, args.train_dir, say)
     real = real_checkpoints(args.real_checkpoints, root, me, say) if args.real_checkpoints else None
     say(f"committing {args.versions_for_files:,} fully changed versions of a small adapter ...")
     files = many_versions(root / "many", args.versions_for_files)
@@ -223,6 +231,17 @@ def main() -> None:
 
 def as_measured(run) -> Measured:  # a bench.tools.Run
     return Measured(run.seconds, run.peak_kb)
+
+
+def trained_checkpoints(steps: int, cache: Path, say) -> Path:
+    """Checkpoints of :mod:`bench.train_lora` trained ``steps`` steps and saved every 10 (reused when a complete
+    run with the same setup is in ``cache``): the folder holding the ``step-*`` folders."""
+    from .train_lora import Setup, train
+
+    folder = cache / ("full" if steps == Setup().steps else f"full-{steps}")  # ("full": bench.compression's run)
+    say(f"training a LoRA for {steps} steps into {folder} (bench.train_lora; reused when complete) ...")
+    train(folder, Setup(steps=steps, every=10), log=lambda m: say(f"  train: {m}"))
+    return folder
 
 
 def real_checkpoints(folder: Path, root: Path, me: Adaptvc, say) -> dict:

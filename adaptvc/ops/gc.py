@@ -20,6 +20,7 @@ from ..errors import AdaptvcError, ChecksumMismatchError, CorruptObjectError
 from ..progress import SILENT, Progress
 from ..storage.base import ObjectStore, ReflogEntry, Refs
 from ..storage.compression import ELEMENT_SIZE
+from .compress_plan import plan_compression
 from .reachability import walk
 
 #: objects (and temporary files) younger than this are kept: a commit in progress may be about to use them
@@ -91,9 +92,12 @@ def gc(store: ObjectStore, refs: Refs, grace_seconds: float = DEFAULT_GRACE_SECO
     repack = getattr(store, "repack", None)
     if repack is not None and getattr(store, "packed", False):
         # packs: everything old is consolidated into one pack of what is reachable (compressed with --aggressive)
+        # --aggressive: each tensor blob compressed, as the difference from the same tensor in its commit's first
+        # parent when that is smaller, chains bounded and acyclic by the plan
+        plan = plan_compression(store, reach.objects) if aggressive else None
         try:
-            packed = repack(keep, cutoff, dry_run, _compressible(store, reach.objects) if aggressive else None,
-                            progress)
+            packed = repack(keep, cutoff, dry_run, plan.dtypes if plan is not None else None, progress,
+                            bases=plan.bases if plan is not None else None)
         except (ChecksumMismatchError, CorruptObjectError) as e:
             raise AdaptvcError(f"{e}; gc deletes nothing while the store is damaged") from None
         report.removed, report.bytes_freed = packed.removed, packed.bytes_freed

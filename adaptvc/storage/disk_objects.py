@@ -48,7 +48,18 @@ from ..objects import Commit
 from .atomic import TEMP_PREFIX, create_exclusive, open_dir, remove_tree, temp_name, write_all
 from .base import MAX_METADATA_OBJECT, ObjectStore, commit_from_bytes
 from .commit_cache import CommitCache
-from .compression import MAGIC, MAX_RAW_SIZE, compress, decompress, iter_decompress, parse_container
+from .compression import (
+    HEADER2,
+    MAGICS,
+    MAX_RAW_SIZE,
+    DeltaChainError,
+    base_in_header,
+    compress,
+    decode_object,
+    decompress,
+    iter_chain,
+    parse_container,
+)
 from .locks import LockInfo, owner_record
 from .pack import BAD, COMPRESSED, GOOD, RAW, UNKNOWN, Entry, PackIndex, PackWriter, open_nofollow, read_index
 
@@ -390,8 +401,8 @@ class DiskObjectStore(ObjectStore):
         try:
             for chunk in self._packed_chunks(entry.oid, index, entry, buffer):
                 h.update(chunk)
-        except CorruptPackError:
-            raise  # the pack, not this copy (recorded in bad_packs)
+        except (CorruptPackError, DeltaChainError):
+            raise  # the pack (recorded in bad_packs), or the delta's chain: not this copy
         except (CorruptObjectError, ChecksumMismatchError) as e:
             self._mark_bad(index, i, entry.oid, e)
             raise
@@ -488,7 +499,20 @@ class DiskObjectStore(ObjectStore):
     def freshen(self, oid: str) -> bool:
         """If the object exists, touch its mtime and return True. A writer that reuses an existing object
         freshens it, so that gc's grace period protects it exactly like a newly written one. A copy in a pack
-        that cannot be used, or known to be corrupt, does not count: the writer then writes the object again."""
+        that cannot be used, or known to be corrupt, does not count: the writer then writes the object again.
+        A delta is only as alive as its bases: they are freshened too, and if one is gone the answer is False
+        (the writer stores the object whole)."""
+        if not self._freshen_one(oid):
+            return False
+        if self.is_compressed(oid):
+            try:
+                bases = self._bases_of({oid})
+            except (CorruptObjectError, ChecksumMismatchError, OSError):
+                return False
+            return all(self._freshen_one(base) for base in bases)
+        return True
+
+    def _freshen_one(self, oid: str) -> bool:
         d, name = _fanout(oid)
         self._begin_session()
         if self._pending(oid) is not None:
@@ -508,7 +532,7 @@ class DiskObjectStore(ObjectStore):
                         os.close(fd_dir)
                 except FileNotFoundError:  # removed by gc just now: not here any more
                     self._forget_pack(index.name)
-                    return self.freshen(oid)
+                    return self._freshen_one(oid)
                 except PermissionError:
                     return True
                 self._fresh_packs.add(index.name)
@@ -838,7 +862,7 @@ class DiskObjectStore(ObjectStore):
     def decompressed(self, oid: str, expected_size: int) -> bytes:
         found = self._usable(oid, verify_duplicates=True)
         if found is None:
-            return decompress(self._container(oid), oid, expected_size)
+            return decode_object(oid, self._container(oid), self._stored_container, self._raw_chunks, expected_size)
         index, i, entry = found
         if entry.raw_size != expected_size:
             raise CorruptObjectError(oid, f"its entry in {index.name} says {entry.raw_size} bytes, not "
@@ -852,10 +876,120 @@ class DiskObjectStore(ObjectStore):
                 raise CorruptObjectError(oid, f"its entry in {index.name} gives two different sizes")
             return stored
         try:
-            return decompress(stored, oid, expected_size)
-        except CorruptObjectError as e:
+            return decode_object(oid, stored, self._stored_container, self._raw_chunks, expected_size)
+        except DeltaChainError:
+            raise  # its chain, not this copy (a base may come back, or be found in another pack)
+        except (CorruptObjectError, ChecksumMismatchError) as e:
             self._mark_bad(index, i, oid, e)
             raise
+
+    # -- delta bases: how a compressed object's chain is resolved (compression.iter_chain) ------------------
+    def _stored_container(self, oid: str) -> bytes | None:
+        """The compressed form of ``oid`` as a delta's base: None when a copy of it is stored raw (read with
+        :meth:`_raw_chunks`: the cheapest, and no chain behind it); else the stored bytes of its first compressed
+        copy — in the pack being written, a pack, or a loose ``.z`` file. ObjectNotFoundError when the store does
+        not have it. No copy is verified here: the chain decoder hashes every base as it streams (verifying
+        here would decode chains from inside a chain, unbounded)."""
+        pending = self._pending(oid)
+        writer = self._writer
+        if pending is not None and writer is not None and pending.encoding == RAW:
+            return None
+        copies = self._copies(oid)
+        if any(entry.encoding == RAW for _, _, entry in copies):
+            return None
+        st = self._lstat(oid)
+        if st is not None and stat.S_ISREG(st.st_mode):
+            return None
+        if pending is not None and writer is not None:
+            return writer.read(pending)
+        for index, _, entry in copies:
+            if entry.encoding != COMPRESSED:
+                raise CorruptObjectError(oid, f"unknown encoding {entry.encoding} in {index.name}")
+            try:
+                with self._using(index):
+                    return index.view(entry)
+            except (_PackGone, CorruptPackError):
+                continue
+        return self._container(oid)
+
+    def _raw_chunks(self, oid: str) -> Iterator[memoryview]:
+        """The bytes of a copy of ``oid`` stored raw (what :meth:`_stored_container` answered None for), not
+        verified (the chain decoder hashes a base as it streams), never decoded (a base found compressed here
+        would start a chain of its own), through a buffer of its own (another may be in use up the chain)."""
+        pending = self._pending(oid)
+        writer = self._writer
+        if pending is not None and writer is not None and pending.encoding == RAW:
+            yield memoryview(writer.read(pending))
+            return
+        buf = memoryview(bytearray(1 << 20))
+        for index, _, entry in self._copies(oid):
+            if entry.encoding != RAW:
+                continue
+            try:
+                self._pin(index)
+            except (_PackGone, CorruptPackError):
+                continue
+            try:
+                if entry.length != entry.raw_size:
+                    raise CorruptObjectError(oid, f"its entry in {index.name} gives two different sizes")
+                position = 0
+                while position < entry.length:
+                    n = index.read_into(entry, position, buf)
+                    position += n
+                    yield buf[:n]
+            finally:
+                self._unpin(index)
+            return
+        try:
+            fd = self._open_object(oid)
+        except FileNotFoundError:
+            raise self._missing(oid) from None
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                yield buf[:n]
+
+    def _stored_bases(self, oid: str, loose: bool = True) -> set[str]:
+        """The bases named by the compressed copies of ``oid`` (pending, in packs, and loose unless ``loose`` is
+        False), from their headers alone: what gc keeps so that every copy stays decodable."""
+        heads: list[bytes] = []
+        pending, writer = self._pending(oid), self._writer
+        if pending is not None and writer is not None and pending.encoding == COMPRESSED:
+            heads.append(writer.read(pending._replace(length=min(pending.length, HEADER2.size))))
+        for index, _, entry in self._copies(oid, load=False):
+            if entry.encoding != COMPRESSED:
+                continue
+            head = memoryview(bytearray(min(entry.length, HEADER2.size)))
+            try:
+                with self._using(index):
+                    heads.append(bytes(head[:index.read_into(entry, 0, head)]))
+            except (_PackGone, CorruptPackError, CorruptObjectError):
+                continue
+        try:
+            fd = self._open_object(oid, ".z") if loose else None
+        except (FileNotFoundError, CorruptObjectError):
+            fd = None
+        if fd is not None:
+            try:
+                heads.append(os.pread(fd, HEADER2.size, 0))
+            finally:
+                os.close(fd)
+        return {base for head in heads if (base := base_in_header(head)) is not None}
+
+    def _bases_of(self, oids: set[str], loose: set[str] | None = None) -> set[str]:
+        """Every object a compressed copy of one of ``oids`` is a delta against, through whole chains (a loop
+        ends where it started), leaving out ``oids`` themselves. ``loose``: the ids stored loose, when known (the
+        others' loose files are not looked for)."""
+        seen = set(oids)
+        out: set[str] = set()
+        todo = list(oids)
+        while todo:
+            oid = todo.pop()
+            for base in self._stored_bases(oid, loose is None or oid in loose):
+                if base not in seen:
+                    seen.add(base)
+                    out.add(base)
+                    todo.append(base)
+        return out
 
     def size(self, oid: str) -> int:
         """The object's size (uncompressed)."""
@@ -878,7 +1012,7 @@ class DiskObjectStore(ObjectStore):
             raise self._missing(oid) from None
         with os.fdopen(fd, "rb") as f:
             head = f.read(13)
-        if len(head) < 13 or head[:4] != MAGIC:
+        if len(head) < 13 or head[:4] not in MAGICS:
             raise CorruptObjectError(oid, "compressed object is damaged (bad header)")
         n = struct.unpack_from("<Q", head, 5)[0]
         if n > MAX_RAW_SIZE:
@@ -907,7 +1041,7 @@ class DiskObjectStore(ObjectStore):
                     yield buf[:n]
             elif entry.encoding == COMPRESSED:
                 produced = 0
-                for block in iter_decompress(index.view(entry), oid):
+                for block in iter_chain(oid, index.view(entry), self._stored_container, self._raw_chunks):
                     produced += len(block)
                     yield memoryview(block)
                 if produced != entry.raw_size:
@@ -922,10 +1056,13 @@ class DiskObjectStore(ObjectStore):
         h = new_hasher() if verify else None
         pending = self._pending(oid)
         if pending is not None and self._writer is not None:
-            chunk = memoryview(self._writer.read(pending))
-            if h is not None:
-                h.update(chunk)
-            yield chunk
+            stored = memoryview(self._writer.read(pending))  # (a repack writes compressed objects too)
+            chunks = [stored] if pending.encoding == RAW else \
+                iter_chain(oid, stored, self._stored_container, self._raw_chunks)
+            for chunk in chunks:
+                if h is not None:
+                    h.update(chunk)
+                yield memoryview(chunk)
             if h is not None and h.hexdigest() != oid:
                 raise ChecksumMismatchError(f"object {oid}", oid, h.hexdigest())
             return
@@ -944,7 +1081,7 @@ class DiskObjectStore(ObjectStore):
                     raise ObjectNotFoundError(oid) from None
                 yield from self.iter_chunks(oid, verify, buffer)
                 return
-            except CorruptPackError:
+            except (CorruptPackError, DeltaChainError):
                 raise
             except (CorruptObjectError, ChecksumMismatchError) as e:
                 self._mark_bad(index, i, oid, e)
@@ -972,7 +1109,7 @@ class DiskObjectStore(ObjectStore):
                         h.update(view[:n])
                     yield view[:n]
         else:
-            for block in iter_decompress(self._container(oid), oid):
+            for block in iter_chain(oid, self._container(oid), self._stored_container, self._raw_chunks):
                 if h is not None:
                     h.update(block)
                 yield memoryview(block)
@@ -1063,11 +1200,16 @@ class DiskObjectStore(ObjectStore):
         return freed
 
     def repack(self, keep: set[str], cutoff: float, dry_run: bool = False,
-               compress_dtypes: dict[str, str] | None = None, progress: Any = None) -> RepackReport:
+               compress_dtypes: dict[str, str] | None = None, progress: Any = None,
+               bases: dict[str, str] | None = None) -> RepackReport:
         """Consolidate every pack and loose object last used before ``cutoff`` into one new pack, keeping only
-        the objects in ``keep``; then remove the old packs and loose files — each re-checked after it is taken
-        away, so one a writer reused meanwhile stays. With ``compress_dtypes`` ({blob id: dtype}), newer packs
-        are rewritten too (all their objects kept) and those blobs are stored compressed.
+        the objects in ``keep`` — and every object a delta that stays is decoded against, through its chain; then
+        remove the old packs and loose files — each re-checked after it is taken away, so one a writer reused
+        meanwhile stays. With ``compress_dtypes`` ({blob id: dtype}), newer packs are rewritten too (all their
+        objects kept) and those blobs are stored compressed, each as the difference from ``bases[blob]`` when
+        that is smaller (the caller keeps chains within ``compression.MAX_CHAIN`` and acyclic:
+        :func:`adaptvc.ops.compress_plan.plan_compression`); every other delta is then stored decoded, so no
+        chain grows behind the plan's back. Without, compressed objects (deltas too) are copied as stored.
 
         Every object copied is checked first; where an object has several copies, a good one is copied and the
         corrupt ones go with their old packs. An object with no good copy stops the repack before anything is
@@ -1086,12 +1228,18 @@ class DiskObjectStore(ObjectStore):
                 (old if st.st_mtime < cutoff else fresh).append(index)
         rewrite_fresh = bool(compress_dtypes)
         untouched = {oid for index in fresh for oid in index.ids()} if not rewrite_fresh else set()
-        loose = []
+        loose, young = [], set()
         for oid in self._loose_ids():
             files = self.object_files(oid)
             if files and max(st.st_mtime for _, st in files) < cutoff and all(stat.S_ISREG(st.st_mode)
                                                                            for _, st in files):
                 loose.append(oid)
+            else:
+                young.add(oid)
+        # a delta that stays must stay decodable: what stays as stored (newer packs, young loose files, and —
+        # unless an aggressive repack re-encodes or decodes every object it copies — what is kept) keeps its
+        # bases, through their chains
+        keep = keep | self._bases_of(untouched | young | (set() if rewrite_fresh else keep), young | set(loose))
         removed: set[str] = set()
         for index in old:
             for entry in index:
@@ -1114,15 +1262,16 @@ class DiskObjectStore(ObjectStore):
         wanted = [oid for oid in loose if oid in keep and oid not in chosen and oid not in untouched]
         total = sum(entry.raw_size for _, entry in chosen.values()) + sum(self.size(o) for o in wanted)
         dtypes = compress_dtypes or {}
+        planned = bases or {}
         first_new = len(self._written_packs)
         progress.begin("repack", total)
         try:
             for oid, (index, entry) in chosen.items():
-                report.bytes_compressed += self._copy_packed(oid, index, entry, dtypes)
+                report.bytes_compressed += self._copy_packed(oid, index, entry, dtypes, planned, rewrite_fresh)
                 progress.update(entry.raw_size)
             for oid in wanted:
                 size = self.size(oid)
-                report.bytes_compressed += self._copy_loose(oid, size, dtypes)
+                report.bytes_compressed += self._copy_loose(oid, size, dtypes, planned)
                 progress.update(size)
             self.flush()
         except BaseException:
@@ -1188,15 +1337,24 @@ class DiskObjectStore(ObjectStore):
                 continue
         return False
 
-    def _copy_packed(self, oid: str, index: PackIndex, entry: Entry, dtypes: dict[str, str]) -> int:
+    def _copy_packed(self, oid: str, index: PackIndex, entry: Entry, dtypes: dict[str, str],
+                     bases: dict[str, str], reencode: bool) -> int:
         """Append one pack copy to the pack being written — as stored, streamed in blocks (raw bytes hashed
-        again on the way), or compressed when its dtype is known; the bytes saved."""
-        if entry.encoding == RAW and oid in dtypes:
+        again on the way), or (``reencode``: an aggressive repack) compressed when its dtype is known, against
+        its planned base when that is smaller, and decoded when it is a delta outside the plan; the bytes
+        saved."""
+        if reencode and (oid in dtypes or (entry.encoding == COMPRESSED and self._stored_bases(oid))):
             with self._using(index):
-                data = index.view(entry)
+                stored = index.view(entry)
+            data = bytes(stored) if entry.encoding == RAW else \
+                decode_object(oid, stored, self._stored_container, self._raw_chunks, entry.raw_size)
             if hash_bytes(data) != oid:
                 raise _corrupt_copy(oid, index, hash_bytes(data))
-            return self._append_compressed(oid, data, dtypes[oid])
+            if oid in dtypes:
+                return self._append_compressed(oid, data, dtypes[oid], bases.get(oid))
+            with self._lock:
+                self._ensure_writer().append(oid, [data], len(data), RAW)
+            return 0
         h = new_hasher() if entry.encoding == RAW else None
 
         def stored() -> Iterator[memoryview]:
@@ -1216,23 +1374,42 @@ class DiskObjectStore(ObjectStore):
             raise _corrupt_copy(oid, index, h.hexdigest())
         return 0
 
-    def _copy_loose(self, oid: str, size: int, dtypes: dict[str, str]) -> int:
+    def _copy_loose(self, oid: str, size: int, dtypes: dict[str, str], bases: dict[str, str]) -> int:
+        """Append one loose object (decoded: a loose delta's chain is not copied) to the pack being written."""
         if oid in dtypes:
-            return self._append_compressed(oid, self.read(oid), dtypes[oid])
+            return self._append_compressed(oid, self.read(oid), dtypes[oid], bases.get(oid))
         with self._lock:  # streamed, checked against its id as it goes (a mismatch stops the repack)
             self._ensure_writer().append(oid, self.iter_chunks(oid, verify=True), size, RAW)
         return 0
 
-    def _append_compressed(self, oid: str, data: bytes, dtype: str) -> int:
-        """Append ``data`` (the bytes of ``oid``) compressed when that pays and decodes back exactly; saved."""
-        container = compress(data, dtype)
+    def _append_compressed(self, oid: str, data: bytes, dtype: str, base_id: str | None = None) -> int:
+        """Append ``data`` (the bytes of ``oid``) compressed when that pays and decodes back exactly — as the
+        difference from object ``base_id`` when the store has it, of the same size, and that is smaller; saved."""
+        base = self._base_bytes(base_id, len(data)) if base_id is not None and base_id != oid else None
+        container = compress(data, dtype, base, base_id if base is not None else None)
         with self._lock:
             writer = self._ensure_writer()
-            if container is not None and hash_bytes(decompress(container, oid, len(data))) == oid:
+            if container is not None and hash_bytes(
+                    decompress(container, oid, len(data), None if base is None else [base])) == oid:
                 writer.append(oid, [container], len(data), COMPRESSED)
                 return len(data) - len(container)
             writer.append(oid, [data], len(data), RAW)
         return 0
+
+    def _base_bytes(self, oid: str, size: int) -> bytes | None:
+        """The bytes of a planned delta base, checked against its id (a copy stored raw preferred: no chain to
+        decode); None when the store cannot give them or they are not ``size`` bytes (the object then stands on
+        its own)."""
+        try:
+            if self.size(oid) != size:
+                return None
+            if self._stored_container(oid) is None:
+                data = b"".join(bytes(chunk) for chunk in self._raw_chunks(oid))
+            else:
+                data = self.read(oid)
+        except (ObjectNotFoundError, CorruptObjectError, ChecksumMismatchError, OSError):
+            return None
+        return data if len(data) == size and hash_bytes(data) == oid else None
 
     def _pack_stat(self, index: PackIndex) -> os.stat_result | None:
         try:
