@@ -272,3 +272,32 @@ class FileChangedError(AdaptvcError):
     def __init__(self, path: str) -> None:
         self.path = path
         super().__init__(f"{path} changed while it was being read; wait for the writer to finish and try again")
+
+
+class InvalidConfigError(AdaptvcError, ValueError):
+    """A value in an adapter config that cannot be computed with (a ``lora_alpha`` that is not a number, an
+    ``alpha_pattern`` that is not an object, …). ``key`` names it (``alpha_pattern["q_proj"]`` for a pattern's
+    value); ``where`` names the config and its version (``sub/adapter_config.json of version 1a2b3c4d5e6f``),
+    when known."""
+
+    def __init__(self, key: str, value: object, expected: str, where: str = "") -> None:
+        self.key = key
+        self.value = value
+        self.expected = expected
+        self.where = where
+        super().__init__(f"{where or 'adapter_config.json'}: {key} is {_shown(value)}, not {expected}")
+
+    def located(self, where: str) -> InvalidConfigError:
+        """The same error, naming the config and version it is in."""
+        return InvalidConfigError(self.key, self.value, self.expected, where)
+
+
+def _shown(value: object) -> str:
+    """A config value for a one-line message: JSON, shortened."""
+    import json
+
+    try:
+        text = json.dumps(value, sort_keys=True, allow_nan=True, default=str)
+    except (ValueError, TypeError, RecursionError):  # an int beyond Python's digit limit, a deep nesting
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= 40 else text[:37] + "..."

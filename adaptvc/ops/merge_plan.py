@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -36,25 +35,23 @@ from typing import Any
 from ..errors import AdaptvcError, InvalidInputError
 from ..objects import FileEntry, Snapshot, TensorEntry
 from ..parsing import JsonError, parse_json
-from ..peft_layout import CONFIG_NAME, WEIGHTS_NAME, is_training_state
+from ..peft_layout import CONFIG_NAME, SET_VALUED_CONFIG_KEYS, WEIGHTS_NAME, is_training_state
 from ..storage.base import MAX_METADATA_OBJECT, ObjectStore
-from .merge_config import MISSING, finite, merge_patterns, merge_sets, module_scale, short_value, state_ranks
+from ..tensors.lowrank import LORA_TENSOR, LYCORIS_TENSOR, lora_scale
+from .merge_config import MISSING, finite, merge_patterns, merge_sets, short_value, state_ranks
 
 #: the strategies for units changed on both sides ("combine": the exact three-way combination)
 STRATEGIES = ("combine", "ours", "theirs", "ties", "dare_ties", "dare_linear", "svd")
 LOSSY = ("ties", "dare_ties", "dare_linear", "svd")
 #: config keys that say which rank and scale each LoRA module has: set by the merge itself
 SCALE_KEYS = ("r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern")
-#: config keys holding module names: merged as sets when they are lists
-SET_KEYS = ("target_modules", "modules_to_save")
+#: config keys whose list value PEFT treats as a set: merged as sets (the one list, shared with diff and status)
+SET_KEYS = SET_VALUED_CONFIG_KEYS
 #: config keys that describe the writer, not the adapter: ours is kept when both changed them
 INFORMATIONAL_KEYS = ("peft_version",)
 #: adapter types whose non-factor tensors may be added (A + B − O) when both sides changed them
 ADDITIVE_TYPES = ("LORA", "IA3", "PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "LN_TUNING")
 MAX_GLOBS = 256
-
-_LORA = re.compile(r"^(?P<module>.+)\.lora_(?:embedding_)?(?P<factor>[AB])(?:\.weight)?$")
-_LYCORIS = re.compile(r"^(?P<module>.+)\.(?:hada_w[12]_[ab]|hada_t[12]|lokr_w[12](?:_[ab])?|lokr_t2)(?:\.weight)?$")
 
 
 class MergeError(AdaptvcError):
@@ -211,11 +208,11 @@ def _units(names: set[str]) -> list[_Unit]:
     lora: dict[str, dict[str, str]] = {}
     lycoris: dict[str, list[str]] = {}
     for n in names:
-        m = _LORA.match(n)
+        m = LORA_TENSOR.match(n)
         if m:
             lora.setdefault(m.group("module"), {})[m.group("factor")] = n
             continue
-        m = _LYCORIS.match(n)
+        m = LYCORIS_TENSOR.match(n)
         if m:
             lycoris.setdefault(m.group("module"), []).append(n)
     taken: set[str] = set()
@@ -234,6 +231,21 @@ def _units(names: set[str]) -> list[_Unit]:
     return sorted(units, key=lambda u: u.name)
 
 
+def _scale(config: dict[str, Any], folder: str, module: str, rank: int, side: str) -> float:
+    """A LoRA module's scale by the one rule diff uses too (:func:`~adaptvc.tensors.lowrank.lora_scale`); a config
+    value PEFT cannot compute with is an InvalidConfigError naming the config and the side (base, ours, theirs),
+    raised while planning: before anything is written."""
+    path = f"{folder}/{CONFIG_NAME}" if folder else CONFIG_NAME
+    side = {"base": "the merge base", "ours": "our version", "theirs": "their version"}.get(side, side)
+    return lora_scale(config, module, rank, f"{path} of {side}")
+
+
+def _set_like(value: Any) -> bool:
+    """Whether a config value can be merged as a set: absent, null, or a list of names or numbers (a list of
+    lists or objects, which a set cannot hold, is merged as any other value)."""
+    return value is None or value is MISSING or (isinstance(value, list) and all(
+        isinstance(x, (str, int, float)) for x in value))
+
 
 def _state(side: _Side, unit: _Unit) -> tuple:
     """What a unit is on one side, comparable by ids alone: () when absent."""
@@ -243,7 +255,8 @@ def _state(side: _Side, unit: _Unit) -> tuple:
     if unit.kind == "lora" and unit.a in side.tensors:
         folder, local = _local(unit.name)
         a = side.tensors[unit.a]
-        return (*parts, ("scale", module_scale(side.configs.get(folder, {}), local, a.shape[0] if a.shape else 0)))
+        return (*parts, ("scale", _scale(side.configs.get(folder, {}), folder, local, a.shape[0] if a.shape else 0,
+                                         side.label)))
     return parts
 
 
@@ -308,7 +321,7 @@ class Merger:
         if unit.kind == "lora" and unit.a in side.tensors:
             folder, local = _local(unit.name)
             rank = side.tensors[unit.a].shape[0]
-            scale = module_scale(side.configs.get(folder, {}), local, rank)
+            scale = _scale(side.configs.get(folder, {}), folder, local, rank, side.label)
             self.plan.lora.setdefault(folder, {})[local] = (rank, scale)
 
     def _unit(self, unit: _Unit) -> None:
@@ -400,7 +413,7 @@ class Merger:
         folder, local = _local(unit.name)
         a = self._values(side.tensors[unit.a])
         b = self._values(side.tensors[unit.b])
-        return Factors(a, b, module_scale(side.configs.get(folder, {}), local, a.shape[0]))
+        return Factors(a, b, _scale(side.configs.get(folder, {}), folder, local, a.shape[0], side.label))
 
     def _combine_lora(self, unit: _Unit) -> None:
         from ..tensors.combine import concatenate, factorise_dense, lossy_combine, reduce_rank, to_dtype
@@ -493,7 +506,7 @@ class Merger:
                 value = vb
             elif vb == vo:
                 value = va
-            elif key in SET_KEYS and all(isinstance(v, list) or v is None or v is MISSING for v in (vo, va, vb)):
+            elif key in SET_KEYS and all(_set_like(v) for v in (vo, va, vb)):
                 value = merge_sets(vo, va, vb)
             elif key in SCALE_KEYS or key in INFORMATIONAL_KEYS:
                 value = merge_patterns(vo, va, vb) if key in ("rank_pattern", "alpha_pattern") else va
@@ -543,7 +556,7 @@ def _measure(store: ObjectStore, plan: Plan, final_configs: dict[str, dict[str, 
         raw_a = plan.new.get(ea.blob) or store.read(ea.blob)
         raw_b = plan.new.get(eb.blob) or store.read(eb.blob)
         a, b = values(raw_a, ea.dtype, ea.shape), values(raw_b, eb.dtype, eb.shape)
-        stored = Factors(a, b, module_scale(final_configs.get(folder, {}), local, a.shape[0]))
+        stored = Factors(a, b, _scale(final_configs.get(folder, {}), folder, local, a.shape[0], "the merge"))
         kind, exact = plan.exact[d.name]
         if kind == "factors":
             dist = update_distance(stored, exact)
@@ -569,7 +582,7 @@ def build_snapshot(store: ObjectStore, merger: Merger, plan: Plan) -> tuple[Snap
     files: list[FileEntry] = []
     approx: list[str] = []
     final_configs: dict[str, dict[str, Any]] = {}
-    present = {m.group("module") for n in plan.tensors if (m := _LORA.match(n))}
+    present = {m.group("module") for n in plan.tensors if (m := LORA_TENSOR.match(n))}
     for folder, config in sorted(plan.configs.items()):
         if config is None:
             continue

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..ops.status import config_changes
+from ..peft_layout import CONFIG_NAME
 from ..progress import SILENT, Progress, Serialised
 from .dtypes import Workspace
 from .lowrank import (
@@ -31,7 +32,7 @@ from .lowrank import (
     lycoris_modules,
     lycoris_rank_and_scale,
 )
-from .reader import TensorReader
+from .reader import WORKTREE, TensorReader
 
 #: elements converted to float64 at a time for per-tensor numbers: memory stays flat for any tensor size
 CHUNK_ELEMENTS = 1 << 20
@@ -208,12 +209,21 @@ def _planned_bytes(a: TensorReader, b: TensorReader, names: list[str], unchanged
     return total
 
 
+def matches_anywhere(name: str, pattern: str) -> bool:
+    """Whether the glob ``pattern`` matches anywhere in ``name``: fnmatch of ``*PATTERN*`` against the whole
+    name, whatever the pattern starts or ends with (``q_proj``, ``*q_proj``, ``layers.1.*`` and a full name all
+    match the tensors that contain them)."""
+    return fnmatchcase(name, f"*{pattern}*")
+
+
 def diff_versions(a: TensorReader, b: TensorReader, pattern: str | None = None,
                   progress: Progress = SILENT) -> Diff:
-    """Compare two versions. ``pattern`` (a glob, matched anywhere in the name) limits the tensors."""
+    """Compare two versions. ``pattern`` (a glob, matched anywhere in the name) limits the tensors. A config
+    value the numbers need that is not what PEFT reads there (``"lora_alpha": "abc"``) raises
+    :class:`~adaptvc.errors.InvalidConfigError` naming the key, the config and its version."""
     names = sorted(a.tensors.keys() | b.tensors.keys())
     if pattern:
-        names = [n for n in names if fnmatchcase(n, pattern if pattern.startswith("*") else f"*{pattern}*")]
+        names = [n for n in names if matches_anywhere(n, pattern)]
     unchanged = {n for n in names if n in a.tensors and n in b.tensors and
                  (a.tensors[n].blob, a.tensors[n].dtype, a.tensors[n].shape) ==
                  (b.tensors[n].blob, b.tensors[n].dtype, b.tensors[n].shape)}
@@ -298,6 +308,12 @@ def _in_parallel(fn: Callable[[T, Workspace], R], items: list[T]) -> list[R]:
         return list(pool.map(run, items))
 
 
+def _config_where(view: TensorReader, folder: str) -> str:
+    """A config and its version, for an error message: ``sub/adapter_config.json of version 1a2b3c4d5e6f``."""
+    path = f"{folder}/{CONFIG_NAME}" if folder else CONFIG_NAME
+    return f"{path} of {'the work tree' if view.label == WORKTREE else 'version ' + view.label[:12]}"
+
+
 def _split_folder(name: str) -> tuple[str, str]:
     """Sub-folder adapters' tensors are named ``folder/tensor``; tensor names themselves have no '/'."""
     folder, _, rest = name.rpartition("/")
@@ -326,11 +342,11 @@ def _module_diff(a: TensorReader, b: TensorReader, module: str, name_a: str, nam
             if e1.shape[0] != a1.shape[0] or e2.shape[0] != a2.shape[0]:
                 return None
             a1, a2 = a1 * e1, a2 * e2
-            s1 = adalora_scale(a.config(folder), a1.shape[0])
-            s2 = adalora_scale(b.config(folder), a2.shape[0])
+            s1 = adalora_scale(a.config(folder), a1.shape[0], _config_where(a, folder))
+            s2 = adalora_scale(b.config(folder), a2.shape[0], _config_where(b, folder))
         else:
-            s1 = lora_scale(a.config(folder), local, a1.shape[0])
-            s2 = lora_scale(b.config(folder), local, a2.shape[0])
+            s1 = lora_scale(a.config(folder), local, a1.shape[0], _config_where(a, folder))
+            s2 = lora_scale(b.config(folder), local, a2.shape[0], _config_where(b, folder))
         cmp = compare_updates(a1, b1, s1, a2, b2, s2)
     # the factors' own tensor numbers: from the module's Gram matrices when it has them, else directly
     stats_a = None if adalora else cmp and cmp.factor_a  # (AdaLoRA's Gram factor is A ⊙ E, not A)
@@ -364,8 +380,8 @@ def _lycoris_diff(a: TensorReader, b: TensorReader, module: str, parts: dict[str
         return None  # CP-decomposed conv factors: tensor numbers only
     folder, local = _split_folder(module)
     unchanged = all(results.get(n) is not None and results[n].status == "unchanged" for n in names)
-    r1, s1 = lycoris_rank_and_scale(a.config(folder), local)
-    r2, s2 = lycoris_rank_and_scale(b.config(folder), local)
+    r1, s1 = lycoris_rank_and_scale(a.config(folder), local, _config_where(a, folder))
+    r2, s2 = lycoris_rank_and_scale(b.config(folder), local, _config_where(b, folder))
     va = {p: a.values(n) for p, n in parts.items()}
     vb = va if unchanged else {p: b.values(n) for p, n in parts.items()}
     try:

@@ -11,6 +11,7 @@ from ...errors import AdaptvcError, NoWorkTreeError
 from ...peft_layout import short_module_name
 from ..context import State, pass_state
 from ..options import TEXT, json_option
+from ..paths import PathFromC
 from ..progress import BarProgress
 from ..render import echo_json, short, style, table
 
@@ -107,7 +108,7 @@ def _summary_text(diff: Diff) -> list[str]:
 @click.option("--modules", "modules_only", is_flag=True, help="Only the LoRA module table.")
 @click.option("--tensor", "pattern", type=TEXT, metavar="GLOB",
               help="Only tensors whose name matches (anywhere), e.g. 'layers.1[0-5].*q_proj*'.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG picture of the change.")
+@click.option("--plot", "plot_path", type=PathFromC(dir_okay=False), help="Write a PNG picture of the change.")
 @click.option("-n", "--top", default=20, show_default=True, type=click.IntRange(min=0),
               help="Rows in the tables (0: all).")
 @json_option

@@ -6,6 +6,7 @@ import click
 
 from ..context import CliError, State, pass_state
 from ..options import TEXT, Duration, json_option
+from ..paths import remote_arg
 from ..progress import BarProgress
 from ..render import echo_json, human_bytes, short
 
@@ -18,7 +19,7 @@ from ..render import echo_json, human_bytes, short
 def fsck(state: State, remote_name: str | None, as_json: bool) -> None:
     """Re-hash every object and check that the history is complete; exit 1 if anything is wrong."""
     if remote_name is not None:
-        remote_report = state.repo.fsck_remote(remote_name, progress=BarProgress())
+        remote_report = state.repo.fsck_remote(remote_arg(state, remote_name), progress=BarProgress())
         if as_json:
             echo_json(remote_report.to_dict())
         else:

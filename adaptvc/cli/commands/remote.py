@@ -9,6 +9,7 @@ from ...repository import Repository
 from ...sync import SyncResult
 from ..context import State, pass_state
 from ..options import TEXT, json_option, quiet_option
+from ..paths import PathFromC, remote_arg
 from ..progress import BarProgress
 from ..render import echo_json, human_bytes, short
 
@@ -25,9 +26,7 @@ def _report(result: SyncResult, as_json: bool) -> None:
 
 def _where(state: State, remote_name: str | None) -> str | None:
     """A configured remote's name as it is; a relative folder given instead, made absolute."""
-    if remote_name is None or remote_name in state.repo.remotes() or not looks_like_url(remote_name):
-        return remote_name
-    return normalise(remote_name, state.cwd)
+    return remote_arg(state, remote_name)
 
 
 @click.group(invoke_without_command=True)
@@ -106,7 +105,7 @@ def pull(state: State, remote_name: str | None, force: bool, as_json: bool, quie
 
 @click.command()
 @click.argument("url", type=TEXT)
-@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.argument("directory", required=False, type=PathFromC(file_okay=False))
 @click.option("--revision", "-r", type=TEXT, help="Check out this version instead of the default branch.")
 @quiet_option
 @pass_state

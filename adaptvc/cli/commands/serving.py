@@ -13,6 +13,7 @@ from ...serving.export import export_to_bucket, export_to_folder, is_bucket_url
 from ...serving.layout import check_name
 from ..context import CliError, State, pass_state
 from ..options import TEXT, json_option, quiet_option
+from ..paths import PathFromC
 from ..progress import BarProgress
 from ..render import echo_json, human_bytes, short
 
@@ -87,7 +88,7 @@ def _details(rewritten: tuple[str, ...], served_base: str | None, bases: tuple[s
 
 @click.command()
 @click.argument("rev", type=TEXT)
-@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False))
+@click.argument("directory", metavar="DIR", type=PathFromC(file_okay=False))
 @click.option("--name", type=TEXT, required=True, help="Serving name: DIR/NAME becomes a link to DIR/NAME@ID.")
 @click.option("--keep", type=int, metavar="N",
               help="Then remove this name's older version folders beyond N (the one deployed counts; N >= 1).")
@@ -125,7 +126,7 @@ def deploy(state: State, rev: str, directory: str, name: str, keep: int | None, 
 
 
 @click.command()
-@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, exists=True))
+@click.argument("directory", metavar="DIR", type=PathFromC(file_okay=False, exists=True))
 @json_option
 @pass_state
 def deployed(state: State, directory: str, as_json: bool) -> None:

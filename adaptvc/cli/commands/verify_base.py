@@ -6,6 +6,7 @@ import click
 
 from ..context import State, pass_state
 from ..options import TEXT
+from ..paths import name_or_path
 from ..render import echo_json
 
 
@@ -16,7 +17,8 @@ from ..render import echo_json
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @pass_state
 def verify_base(state: State, rev: str, base: str, subfolder: str | None, as_json: bool) -> None:
-    """Check BASE (a model folder, or a Hub name in the local cache) against version REV's base pin.
+    """Check BASE (a model folder, relative to -C's folder, or a Hub name in the local cache) against version
+    REV's base pin.
 
     Every adapter module must exist in the base with the right shape, and the base's fingerprint
     (architecture, targeted weights' names, shapes and sampled values) must match the pinned one.
@@ -26,7 +28,7 @@ def verify_base(state: State, rev: str, base: str, subfolder: str | None, as_jso
     repo = state.repo
     pin = repo.read_commit(rev).base
     try:
-        detail = repo.verify_base(rev, base, subfolder=subfolder)
+        detail = repo.verify_base(rev, name_or_path(state, base, pin.revision), subfolder=subfolder)
     except BaseMismatchError as e:  # its default hint is load's --force, which this command has not
         raise BaseMismatchError(e.problems, hint=f"{rev} is pinned to {pin.describe()}; check it against that "
                                                   "base") from None

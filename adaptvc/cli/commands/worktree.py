@@ -9,6 +9,7 @@ from ...peft_layout import is_training_state
 from ...repository import Repository
 from ..context import CliError, State, pass_state
 from ..options import TEXT, json_option, quiet_option
+from ..paths import PathFromC
 from ..progress import BarProgress
 from ..render import echo_json, human_bytes, oneline, short, style
 
@@ -29,7 +30,7 @@ def _parse_meta(items: tuple[str, ...]) -> dict:
 
 
 @click.command()
-@click.argument("path", type=click.Path(file_okay=False), default=".")
+@click.argument("path", type=PathFromC(file_okay=False), default=".")
 @click.option("--base", type=TEXT,
               help="Base model name or path pinned for every commit (default: from the adapter's config).")
 @click.option("--base-revision", type=TEXT, help="Revision of the base model (a Hub commit, branch or tag).")
@@ -47,7 +48,7 @@ def init(state: State, path: str, base: str | None, base_revision: str | None, b
 
 @click.command()
 @click.option("-m", "--message", type=TEXT, required=True, help="What this version is.")
-@click.option("--from", "source", type=click.Path(file_okay=False),
+@click.option("--from", "source", type=PathFromC(file_okay=False),
               help="Commit the adapter in this folder instead of the work tree (e.g. out/checkpoint-500).")
 @click.option("--base", type=TEXT, help="Base model name or path for this commit (overrides the adapter's config).")
 @click.option("--base-revision", type=TEXT, help="Revision of the base model.")
@@ -118,7 +119,7 @@ def status(state: State, as_json: bool) -> None:
 
 @click.command()
 @click.argument("rev", type=TEXT)
-@click.option("-o", "--output", type=click.Path(file_okay=False),
+@click.option("-o", "--output", type=PathFromC(file_okay=False),
               help="Write the version into this folder instead of the work tree (HEAD does not move).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite uncommitted changes or differing files.")
 @click.option("--with-training-state", is_flag=True,
@@ -145,9 +146,10 @@ def checkout(state: State, rev: str, output: str | None, force: bool, with_train
 
 
 @click.command()
-@click.argument("path", type=click.Path(file_okay=False), default="adaptvc-demo")
+@click.argument("path", type=PathFromC(file_okay=False), default="adaptvc-demo")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1, 20))
-def demo(path: str, epochs: int) -> None:
+@pass_state
+def demo(state: State, path: str, epochs: int) -> None:
     """Build a tiny Llama + LoRA, train it for a few epochs, version each one, and load a version back.
 
     PATH must be new or empty, or the folder of an earlier demo (what that demo made there is replaced).
@@ -158,12 +160,12 @@ def demo(path: str, epochs: int) -> None:
     except ImportError as e:
         raise CliError(f"the demo needs torch, transformers and peft ({e.name} is missing): "
                        "pip install 'adaptvc[torch]'") from None
-    run_demo(path, epochs=epochs, echo=click.echo, oneline=oneline)
+    run_demo(state.path(path), epochs=epochs, echo=click.echo, oneline=oneline)
 
 
 @click.command()
 @click.argument("rev", type=TEXT)
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", required=True, type=PathFromC(file_okay=False),
               help="Folder to resume from: trainer.train(resume_from_checkpoint=DIR).")
 @click.option("-b", "--branch", type=TEXT, help="Name of the new branch (default: resume-REV).")
 @json_option
