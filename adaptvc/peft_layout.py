@@ -51,7 +51,13 @@ def is_training_state(rel: str) -> bool:
 def is_adapter_folder_name(name: str) -> bool:
     """Whether a sub-folder of this name can hold one of the adapters (PEFT saves extra adapters there)."""
     return bool(name) and not name.startswith((".", CHECKPOINT_PREFIX)) and not name.endswith((" ", ".")) \
-        and "/" not in name and "\\" not in name and not any(ord(c) < 32 or c == "\x7f" for c in name)
+        and "/" not in name and "\\" not in name and not has_unstorable_characters(name)
+
+
+def has_unstorable_characters(name: str) -> bool:
+    """Control characters, or bytes that are not UTF-8 (decoded by Python as lone surrogates): a name a
+    snapshot cannot hold."""
+    return any(ord(c) < 32 or c == "\x7f" or 0xD800 <= ord(c) <= 0xDFFF for c in name)
 
 
 def check_snapshot_path(path: str) -> str:

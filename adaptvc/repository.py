@@ -764,7 +764,9 @@ class Repository:
         store = getattr(r, "store", None)
         if store is None:
             raise AdaptvcError(f"{choice.label}: fsck --remote needs a folder, s3:// or az:// remote")
-        return fsck_remote_store(store, r.list_refs(), r.skipped_refs, progress, workers=1, location=r.url)
+        refs = r.list_refs()
+        return fsck_remote_store(store, refs, [*r.skipped_refs, *r.unreadable_refs], progress, workers=1,
+                                 location=r.url)
 
     def fsck(self, progress: Progress = SILENT) -> FsckReport:
         """Re-hash every object and check that everything the history refers to exists."""

@@ -135,6 +135,12 @@ def fetch(store: ObjectStore, refs: Refs, choice: RemoteChoice, progress: Progre
                     result.updated[ref] = (None, oid)
     finally:
         store.end_session()
+    unreadable = dict(getattr(remote, "unreadable_refs", {}) or {})
+    if unreadable:  # never "up to date" about a ref that could not be read; the readable ones were fetched
+        ref, problem = sorted(unreadable.items())[0]
+        more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+        raise RemoteError(f"{choice.label}: the remote ref {ref!r} cannot be read ({problem}){more}; the other "
+                          "refs were fetched; run 'adaptvc fsck --remote' to see every problem")
     result.message = "fetched" if result.updated or result.bytes else "already up to date"
     if result.skipped:
         result.message += (f"; skipped {len(result.skipped)} remote ref(s) whose names cannot be local refs: "

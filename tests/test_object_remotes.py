@@ -318,14 +318,20 @@ def test_refs_with_invalid_names_or_contents_are_skipped_and_reported(tmp_path, 
     r = open_remote(remote.url)
     assert r.list_refs() == {"refs/heads/main": repo.head()}
     assert set(r.skipped_refs) == {"refs/heads/bad..name", "refs/heads/-option", "refs/heads/sp ace",
-                                   "refs/tags/x.lock", "refs/heads/garbage"}
+                                   "refs/tags/x.lock"}
+    assert set(r.unreadable_refs) == {"refs/heads/garbage"}
     fresh = Repository.init(tmp_path / "fresh")
     fresh.add_remote("origin", remote.url)
-    result = fresh.fetch()
+    # a ref whose content cannot be read is an error, never "up to date"; the readable ones still arrive
+    line = light.assert_refused(light.cli(fresh.work_tree, "fetch"), "'refs/heads/garbage' cannot be read",
+                                "the other refs were fetched")
+    assert "skipped" not in line
     assert set(fresh.refs.list("refs/remotes/origin/")) == {"main"}
-    assert "skipped 5 remote ref(s)" in result.message
     report = remote_fsck(remote.url)
     assert {p.kind for p in report.problems} == {"ref"} and len(report.problems) == 5
+    bucket.delete("refs/heads/garbage")
+    result = fresh.fetch()  # names that cannot be local refs are only listed
+    assert "skipped 4 remote ref(s)" in result.message
 
 
 @pytest.mark.parametrize("behaviour, says", [("strip", "ignored If-None-Match"),

@@ -315,3 +315,29 @@ def test_a_remote_cannot_make_adaptvc_keep_a_half_made_clone(tmp_path):
     assert_refused(cli(tmp_path, "clone", str(remote), str(target)), "corrupt")
     assert list(target.iterdir()) == []
     shutil.rmtree(target)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "link"])
+def test_an_unreadable_folder_remote_ref_is_an_error_not_up_to_date(tmp_path, damage):
+    """A remote ref whose content cannot be read made fetch say 'already up to date; skipped … whose names
+    cannot be local refs' and exit 0: the name was fine, and the tracked branch was not up to date."""
+    work = write_adapter(tmp_path / "work", seed=1)
+    repo = Repository.init(work)
+    repo.commit("v1")
+    remote = tmp_path / "remote"
+    repo.add_remote("origin", str(remote))
+    repo.push()
+    clone = Repository.clone(str(remote), tmp_path / "clone")
+    write_adapter(work, seed=2)
+    repo.commit("v2")
+    repo.push()
+    ref = remote / "refs" / "heads" / "main"
+    ref.unlink()
+    if damage == "garbage":
+        ref.write_text("garbage\n")
+    else:
+        (tmp_path / "outside").write_text(repo.head() + "\n")
+        ref.symlink_to(tmp_path / "outside")
+    before = clone.refs.read("refs/remotes/origin/main")
+    assert_refused(cli(clone.work_tree, "fetch"), "'refs/heads/main' cannot be read")
+    assert clone.refs.read("refs/remotes/origin/main") == before  # nothing half-updated for that ref

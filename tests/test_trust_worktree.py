@@ -237,3 +237,18 @@ def test_resource_limits_are_reported_in_one_line(committed):
     after = digest(committed / ".adaptvc")
     assert {k: v for k, v in after.items() if not k.startswith(("objects", "tmp"))} == \
         {k: v for k, v in before.items() if not k.startswith(("objects", "tmp"))}
+
+
+@pytest.mark.parametrize("raw_name", [b"x\xff", b"a\nb", b"tab\there"], ids=["not-utf8", "newline", "tab"])
+def test_an_adapter_sub_folder_whose_name_cannot_be_stored_is_named_by_status_and_commit(tmp_path, raw_name):
+    """status listed a non-UTF-8 sub-folder as added and commit then failed without naming it; a name with a
+    newline was silently left out. Both commands now say the same thing, in one line, naming the folder."""
+    work = write_adapter(tmp_path / "work", seed=1)
+    Repository.init(work).commit("v1")
+    write_adapter(Path(os.fsdecode(os.path.join(os.fsencode(work), raw_name))), seed=2)
+    for args in (["status"], ["commit", "-m", "v2"]):
+        assert_refused(proc(work, *args), f"sub-folder {repr(raw_name)[1:]}: holds an adapter", "rename it")
+    assert len(Repository(work).log()) == 1
+    pattern = "".join(chr(c) if 32 < c < 127 else "?" for c in raw_name)
+    (work / ".adaptvcignore").write_text(pattern + "/\n")
+    ok(proc(work, "status"))  # ignored on purpose: then it is simply left out

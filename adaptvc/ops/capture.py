@@ -38,6 +38,7 @@ from ..peft_layout import (
     CONFIG_NAME,
     PICKLE_WEIGHTS_NAME,
     WEIGHTS_NAME,
+    has_unstorable_characters,
     is_adapter_folder_name,
     is_config_path,
     is_training_state,
@@ -131,7 +132,15 @@ def find_adapter_files(folder: str | os.PathLike[str], allow_pickle: bool = Fals
     with os.scandir(root) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
-        if not is_adapter_folder_name(entry.name) or (ignore is not None and ignore(entry.name + "/")):
+        if ignore is not None and ignore(entry.name + "/"):
+            continue
+        if not is_adapter_folder_name(entry.name):
+            if has_unstorable_characters(entry.name) and entry.is_dir(follow_symlinks=False) \
+                    and os.path.isfile(os.path.join(entry.path, CONFIG_NAME)):
+                # never silently left out: status and commit both say so (a snapshot cannot hold the name)
+                raise InvalidAdapterError(f"the sub-folder {repr(os.fsencode(entry.name))[1:]}",
+                                          "holds an adapter, but its name has control characters or bytes that are "
+                                          "not UTF-8: rename it (or ignore it in .adaptvcignore)")
             continue
         try:
             if entry.is_symlink():

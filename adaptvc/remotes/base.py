@@ -45,6 +45,8 @@ class Remote(ABC):
     name: str
     #: refs the remote holds under names that cannot be local refs (listed, never used)
     skipped_refs: list[str]
+    #: refs whose content cannot be read (garbage, a link, not a commit id): ref -> what is wrong
+    unreadable_refs: dict[str, str] = {}  # noqa: RUF012 (replaced per instance by list_refs)
 
     @abstractmethod
     def exists(self) -> bool: ...

@@ -12,12 +12,12 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import RefMovedError, SymlinkRefusedError
+from ..errors import InvalidRefNameError, RefMovedError, SymlinkRefusedError
 from ..hashing import HASH_NAME
 from ..ops.graph import closure
 from ..parsing import JsonError, parse_json
 from ..progress import SILENT, Progress
-from ..refnames import HEADS, TAGS
+from ..refnames import HEADS, TAGS, check_full_ref
 from ..storage.atomic import open_dir, read_file, write_atomic
 from ..storage.base import ObjectStore
 from ..storage.disk_objects import STORE_FORMAT, STORE_FORMATS, DiskObjectStore
@@ -79,7 +79,15 @@ class DirectoryRemote(Remote):
         self._check()
         out = {HEADS + k: v for k, v in self.refs.list(HEADS).items()}
         out.update({TAGS + k: v for k, v in self.refs.list(TAGS).items()})
-        self.skipped_refs = [b.ref for b in self.refs.bad_refs()]
+        self.skipped_refs = []
+        self.unreadable_refs = {}
+        for bad in self.refs.bad_refs():
+            try:
+                check_full_ref(bad.ref)
+            except InvalidRefNameError:
+                self.skipped_refs.append(bad.ref)
+            else:
+                self.unreadable_refs[bad.ref] = bad.problem
         return out
 
     def default_branch(self) -> str | None:

@@ -361,10 +361,11 @@ class ObjectStoreRemote(Remote):
 
         _Transfers(self.workers).run(read_one, keys)
         out: dict[str, str] = {}
+        self.unreadable_refs = {}
         for key in sorted(keys):
-            oid, _problem = results[key]
+            oid, problem = results[key]
             if oid is None:
-                skipped.append(key)
+                self.unreadable_refs[key] = problem or "cannot be read"
             else:
                 out[key] = oid
         self.skipped_refs = sorted(skipped)
@@ -596,8 +597,8 @@ class ObjectStoreRemote(Remote):
     def fsck(self, progress: Progress = SILENT) -> RemoteFsckReport:
         """Is the remote whole? Every object reachable from its branches and tags present and re-hashed."""
         refs = self.list_refs()
-        return fsck_remote_store(self.store, refs, self.skipped_refs, progress, workers=self.workers,
-                                 location=self.url)
+        return fsck_remote_store(self.store, refs, [*self.skipped_refs, *self.unreadable_refs], progress,
+                                 workers=self.workers, location=self.url)
 
 
 def _read_all(f: BinaryIO) -> bytes:
