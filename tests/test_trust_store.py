@@ -223,11 +223,25 @@ def test_fsck_checks_head(committed, head):
     assert res.exit_code == 1 and "HEAD" in res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("content", ["[]", '{"version": 1, "entries": []}', '{"version": 1, "root": 5}',
-                                     '{"version": 1, "entries": {"adapter_config.json": 3}}', "\x00\x01"])
+_ENTRY = '{"stat": [1, 2, 3, 4], "recorded_ns": 5, "entry": {"path": "adapter_config.json", "size": 1, "hash": "%s"}}'
+
+
+@pytest.mark.parametrize("content", [
+    "[]", '{"version": 1, "entries": []}', '{"version": 1, "root": 5}', "\x00\x01",
+    # the right root, so the entries are read: each of the wrong shape
+    '{"version": 1, "root": ROOT, "entries": {"adapter_config.json": 3}}',
+    '{"version": 1, "root": ROOT, "entries": {"adapter_config.json": [1, 2]}}',
+    '{"version": 1, "root": ROOT, "entries": {"adapter_config.json": {"size": "x"}}}',
+    '{"version": 1, "root": ROOT, "entries": {"adapter_config.json": {"stat": "x", "entry": 3}}}',
+    '{"version": 1, "root": ROOT, "entries": {"../outside": ' + _ENTRY % ("0" * 32) + '}}',
+    '{"version": 1, "root": ROOT, "entries": {"adapter_config.json": ' + _ENTRY % "not-a-hash" + '}}',
+], ids=["list", "entries-list", "root-int", "binary", "entry-int", "entry-list", "size-str", "stat-str",
+        "path-outside", "bad-hash"])
 def test_a_stat_cache_of_the_wrong_shape_is_ignored(committed, content):
+    import json as _json
+
     root = str(committed.resolve())
-    (admin(committed) / "index.json").write_text(content.replace("ROOT", root))
+    (admin(committed) / "index.json").write_text(content.replace("ROOT", _json.dumps(root)))
     assert "nothing to commit" in ok(cli(committed, "status")).stdout
 
 
