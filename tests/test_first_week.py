@@ -296,6 +296,17 @@ def test_sizes_use_one_convention(tmp_path):
 
     assert human_bytes(319_900_000) == "319.9 MB"
     assert BarProgress.UNIT_DIVISOR == 1000
+    import re
+    from pathlib import Path
+
+    import adaptvc  # no message a user can see speaks of MiB/GiB while the rest says MB
+
+    root = Path(adaptvc.__file__).parent
+    binary = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py")
+              for i, line in enumerate(p.read_text().splitlines(), 1)
+              if re.search(r"\b[KMGT]iB\b", line) and not line.lstrip().startswith("#")
+              and not re.search(r"#.*\b[KMGT]iB\b", line)]
+    assert binary == []
 
 
 def test_push_quiet_prints_nothing_from_the_hub_client(hub, tmp_path):

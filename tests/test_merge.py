@@ -564,7 +564,7 @@ def test_odd_ignore_files_warn_or_refuse_in_one_line(small):
     ignore.write_bytes(b"\xff\xfe/\n")
     assert_refused(cli(small, "status"), ".adaptvcignore is not valid UTF-8")
     ignore.write_bytes(b"#" * (2 << 20))
-    assert_refused(cli(small, "status"), "larger than 1 MiB")
+    assert_refused(cli(small, "status"), "larger than 1,048,576 bytes")
     ignore.unlink()
     os.symlink("/etc/passwd", ignore)
     assert_refused(cli(small, "commit", "-m", "x", "--allow-empty"), "symbolic link")

@@ -313,7 +313,7 @@ def check_config(data: bytes, rel: str) -> dict[str, Any]:
 def _check_config_size(st: os.stat_result, rel: str) -> None:
     if st.st_size > MAX_CONFIG_FILE:
         raise InvalidAdapterError(rel, f"{st.st_size} bytes is too large for an adapter config "
-                                       f"(the limit is {MAX_CONFIG_FILE >> 20} MiB)")
+                                       f"(the limit is {MAX_CONFIG_FILE:,} bytes)")
 
 
 def _preflight(files: AdapterFiles) -> None:

@@ -56,7 +56,7 @@ def _lines(root: Path, rel: str, label: str) -> list[tuple[str, int, str]]:
     except SymlinkRefusedError:  # (a ValueError too: first)
         raise SymlinkRefusedError(label) from None
     except ValueError:
-        raise InvalidInputError(label, f"is larger than {MAX_IGNORE_FILE >> 20} MiB") from None
+        raise InvalidInputError(label, f"is larger than {MAX_IGNORE_FILE:,} bytes") from None
     except IsADirectoryError:
         return []
     if data is None:
@@ -154,7 +154,7 @@ def exclude_checkout_dir(work_tree: Path, admin_dir: Path, out: str | os.PathLik
     except SymlinkRefusedError:
         raise SymlinkRefusedError(f"{admin_dir.name}/{EXCLUDE_FILE}", writing=True) from None
     except ValueError:
-        raise InvalidInputError(f"{admin_dir.name}/{EXCLUDE_FILE}", f"is larger than {MAX_IGNORE_FILE >> 20} MiB") \
+        raise InvalidInputError(f"{admin_dir.name}/{EXCLUDE_FILE}", f"is larger than {MAX_IGNORE_FILE:,} bytes") \
             from None
     if existing and not existing.endswith(b"\n"):
         existing += b"\n"
