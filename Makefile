@@ -21,7 +21,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-# The fast tier: every test that needs no torch, without the races and kills (about 20 s).
+# The fast tier: every test that needs no torch, without the timed races and SIGKILL runs (marked slow).
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --fast
 

@@ -415,6 +415,7 @@ def test_push_after_gc_aggressive_sends_objects_that_stand_alone(tmp_path, remot
 
 
 # -- a SIGKILL during gc --aggressive (and the plain gc after it) loses nothing -------------------------------
+@pytest.mark.slow
 def test_sigkill_during_gc_aggressive_with_deltas_loses_nothing(tmp_path):
     from tests.test_packs import kill_after
 

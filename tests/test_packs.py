@@ -181,6 +181,7 @@ def assert_every_version_checks_out(work: Path, tmp_path: Path, want: dict[str, 
         assert digest(dest) == files, tag
 
 
+@pytest.mark.slow
 def test_sigkill_during_upgrade_loses_nothing_and_a_rerun_finishes(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
@@ -215,6 +216,7 @@ def test_sigkill_during_upgrade_loses_nothing_and_a_rerun_finishes(tmp_path):
             if p.is_file() and "pack" not in p.parts] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("aggressive", [False, True], ids=["gc", "gc-aggressive"])
 def test_sigkill_during_repack_loses_nothing(tmp_path, aggressive):
     work = tmp_path / "work"

@@ -695,6 +695,7 @@ def _sigkill_while_a_pack_is_written(work: Path, args: list[str], store: Path) -
         p.wait()
 
 
+@pytest.mark.slow
 def test_sigkill_during_the_commit_of_a_50_mb_adapter(tmp_path):
     big = make_packed(tmp_path / "work", mbytes=2)
     for seed in range(10, 15):
