@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	command -v git-lfs >/dev/null || ((apt-get update -qq && apt-get install -y -qq git-lfs) >/dev/null 2>&1 || true)
 	test -x .venv-bench/bin/dvc || ($(PYTHON) -m venv .venv-bench && .venv-bench/bin/pip install -q dvc) || true
-	$(BIN)/python -m bench --compare --dvc .venv-bench/bin/dvc $(BENCH_ARGS)
+	$(BIN)/python -m bench --compare --object-storage 4 --dvc .venv-bench/bin/dvc $(BENCH_ARGS)
 
 # The screenshots of docs/ui.md, taken with headless chromium (apt-get install chromium chromium-driver).
 ui-screenshots: $(STAMP)

@@ -83,6 +83,10 @@ def main() -> None:
                          "steps take about 2 min, 600 (the figure to quote) about 20")
     ap.add_argument("--train-dir", type=Path, default=Path(tempfile.gettempdir()) / "adaptvc-bench-lora",
                     help="where --train-real keeps its checkpoints (default: %(default)s)")
+    ap.add_argument("--object-storage", type=int, metavar="N", default=0,
+                    help="also push and clone N of the fully changed versions to an S3 server (moto, 127.0.0.1) "
+                         "side by side with boto3 used directly (bench.object_storage; needs the s3 and test "
+                         "extras)")
     ap.add_argument("--dir", help="work here (default: a temporary folder, removed afterwards)")
     ap.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md from this run")
     args = ap.parse_args()
@@ -212,7 +216,17 @@ def main() -> None:
         "files": files, "store_files_full": count_files(full_repo / ".adaptvc" / "objects"),
         "seconds": time.time() - started,
     }
+    if args.object_storage:
+        from . import object_storage
+
+        say(f"pushing and cloning {args.object_storage} versions to S3 (moto) and with boto3 directly ...")
+        data["object_storage"] = object_storage.run(full[:args.object_storage], repeat=max(2, min(n, 3)),
+                                                    scratch=root, log=say)
     markdown = render(data)
+    if data.get("object_storage"):
+        from .object_storage import render as render_object_storage
+
+        markdown += "\n\n" + render_object_storage(data["object_storage"])
     say("\n" + markdown)
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)

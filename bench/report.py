@@ -145,8 +145,11 @@ ratio (or difference) taken inside one round; the table shows the median over ro
   with a perfect model, is 10.46 bits of 16 (65.4 % of raw), so the ≤ 65 % target for them cannot be met by any
   lossless codec; `gc --aggressive` stores them at about 65.9 %. Training checkpoints are not independent:
   there the difference from the parent version pays (the real-checkpoints row).
-- Object-storage push and clone are measured by `python -m bench.object_storage` against the plain boto3
-  upload/download of the same bytes: see [remotes-object-storage.md](remotes-object-storage.md).
+- `--object-storage N` (on in `make bench`, N = 4) pushes and clones N fully changed versions to an S3 server
+  (moto on 127.0.0.1) and, in the same rounds, uploads and downloads the same files with boto3's managed
+  transfer (`bench/object_storage.py`; alone: `python -m bench.object_storage VERSION_FOLDER...`); the
+  table is at the end of the run below when it was on, and the 10-version run is in
+  [remotes-object-storage.md](remotes-object-storage.md).
 
 ## Last run
 
