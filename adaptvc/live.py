@@ -80,20 +80,6 @@ def _state_dict_from_store(store: ObjectStore, snapshot: Snapshot, weights_path:
     return state
 
 
-def _stored_config(store: ObjectStore, snapshot: Snapshot, path: str) -> dict[str, Any]:
-    from .parsing import JsonError, parse_json
-    from .storage.base import MAX_METADATA_OBJECT
-
-    entry = snapshot.file(path)
-    if entry is None:
-        return {}
-    try:
-        data = parse_json(store.read(entry.hash, MAX_METADATA_OBJECT))
-    except JsonError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def load_into(store: ObjectStore, commit: Commit, snapshot: Snapshot, config_dict: dict[str, Any], model: Any, *,
               adapter_name: str = "default", is_trainable: bool = False, subfolder: str | None = None,
               force: bool = False) -> Any:
@@ -112,11 +98,12 @@ def load_into(store: ObjectStore, commit: Commit, snapshot: Snapshot, config_dic
         raise NoAdapterError(f"version {commit.id[:12]}", f"no {prefix + CONFIG_NAME}")
     if not force:
         from .basemodel import pinned_folder, verify_live_base
+        from .ops.merge_plan import stored_config
 
         base = model.get_base_model() if isinstance(model, PeftModel) else model
         first = pinned_folder(snapshot)
         verify_live_base(snapshot, commit.base, base, prefix, config_dict,
-                         _stored_config(store, snapshot, f"{first}/{CONFIG_NAME}" if first else CONFIG_NAME))
+                         stored_config(store, snapshot, f"{first}/{CONFIG_NAME}" if first else CONFIG_NAME))
     config_dict.pop("runtime_config", None)
     config = PeftConfig.from_peft_type(**PeftConfig.check_kwargs(**config_dict))
     config.inference_mode = not is_trainable

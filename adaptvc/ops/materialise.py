@@ -123,6 +123,13 @@ def file_hash(dirs: _Dirs, rel: str) -> str | None:
     fd = dirs.get(folder, create=False)
     if fd is None:
         return None
+    found = hash_regular_at(fd, name)
+    return found[0] if found is not None else None
+
+
+def hash_regular_at(fd: int, name: str) -> tuple[str, int] | None:
+    """(xxh3-128, size) of the regular file ``name`` in the folder ``fd``, opened without following a link
+    (and without blocking on a FIFO); None for anything else or when it cannot be opened."""
     try:
         f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
     except OSError:
@@ -130,7 +137,7 @@ def file_hash(dirs: _Dirs, rel: str) -> str | None:
     with os.fdopen(f, "rb", buffering=0) as fh:
         if not stat.S_ISREG(os.fstat(f).st_mode):
             return None
-        return hash_stream(fh)[0]
+        return hash_stream(fh)
 
 
 def _blob_chunks(store: ObjectStore, entry: FileEntry) -> Iterator[memoryview]:

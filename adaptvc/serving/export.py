@@ -35,9 +35,9 @@ from ..errors import (
     ObjectNotFoundError,
     UntrackedFileError,
 )
-from ..hashing import hash_bytes, hash_stream, new_hasher
+from ..hashing import hash_bytes, new_hasher
 from ..objects import BasePin, Commit, FileEntry, Snapshot
-from ..ops.materialise import materialise
+from ..ops.materialise import hash_regular_at, materialise
 from ..peft_layout import adapter_folder, is_config_path, is_training_state
 from ..progress import SILENT, Progress
 from ..storage.atomic import remove_tree, temp_name, temp_owner, write_atomic
@@ -186,18 +186,6 @@ class FolderCheck:
         return self.record is not None and not self.problems
 
 
-def _hash_regular(fd: int, name: str) -> tuple[str, int] | None:
-    """(hash, size) of the regular file ``name`` in ``fd``, never through a link; None for anything else."""
-    try:
-        f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
-    except OSError:
-        return None
-    with os.fdopen(f, "rb", buffering=0) as fh:
-        if not stat.S_ISREG(os.fstat(f).st_mode):
-            return None
-        return hash_stream(fh)
-
-
 def _read_record(fd: int, where: str) -> tuple[ExportRecord | None, str | None]:
     try:
         f = os.open(RECORD_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
@@ -227,7 +215,7 @@ def _content_problems(fd: int, record: ExportRecord) -> list[str]:
         if want is None:
             problems.append(f"{rel}: not listed in its record (adaptvc did not write it)")
             return
-        got = _hash_regular(dir_fd, name)
+        got = hash_regular_at(dir_fd, name)
         if got is None:
             problems.append(f"{rel}: a link or special file, not the file adaptvc wrote")
         elif got != (want.hash, want.size):
