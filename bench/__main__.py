@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,11 +57,19 @@ class Adaptvc:
     def __init__(self, label: str, source: Path | None = None) -> None:
         self.label = label
         self.env = bench_env()
+        # run from a neutral folder: ``python -m`` puts the current folder first on sys.path, so from the
+        # repository's own folder a baseline would silently run this tree's code
+        self.cwd = Path(tempfile.gettempdir())
         if source is not None:
             self.env["PYTHONPATH"] = str(source)
+        found = subprocess.run([PY, "-c", "import adaptvc, os; print(os.path.dirname(adaptvc.__file__))"],
+                               env=self.env, cwd=self.cwd, capture_output=True, text=True, check=True).stdout.strip()
+        expected = (source or ROOT) / "adaptvc"
+        if Path(found).resolve() != expected.resolve():
+            raise SystemExit(f"{label}: python -m adaptvc would run {found}, not {expected}")
 
     def __call__(self, *args: str, ok: tuple[int, ...] = (0,)) -> Measured:
-        return measure([PY, "-m", "adaptvc", *args], env=self.env, ok=ok)
+        return measure([PY, "-m", "adaptvc", *args], env=self.env, cwd=self.cwd, ok=ok)
 
 
 def main() -> None:
