@@ -8,6 +8,7 @@ and names are all checked before anything is allocated or read.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -77,6 +78,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def check_tensor_name(name: str) -> None:
     if not name:
         raise ValueError("empty tensor name")
@@ -85,7 +89,7 @@ def check_tensor_name(name: str) -> None:
     except UnicodeEncodeError:
         raise ValueError(f"tensor name {name.encode('utf-8', 'backslashreplace').decode()!r} is not valid "
                          "Unicode") from None
-    if any(ord(c) < 32 or c == "\x7f" for c in name):
+    if _CONTROL.search(name):
         raise ValueError(f"tensor name {name!r} has a control character")
     if name.startswith("/") or ".." in name.split("/"):
         raise ValueError(f"tensor name {name!r} looks like a path")
