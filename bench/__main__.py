@@ -72,6 +72,15 @@ class Adaptvc:
         return measure([PY, "-m", "adaptvc", *args], env=self.env, cwd=self.cwd, ok=ok)
 
 
+def _source_commit(tree: Path) -> str:
+    """The commit a baseline tree was taken from: its COMMIT file (``git archive``d trees), else git's HEAD."""
+    marker = tree / "COMMIT"
+    if marker.is_file():
+        return marker.read_text().strip()[:12]
+    res = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    return res.stdout.strip() or str(tree)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--profile", default="7b-r64-all-bf16", choices=sorted(PROFILES))
@@ -223,6 +232,7 @@ def main() -> None:
         "results": {k: [{"seconds": m.seconds, "peak_kb": m.peak_kb} for m in v] for k, v in results.items()},
         "compression": {"versions": n + 2, "raw": raw, "compressed": compressed, "real": real},
         "files": files, "store_files_full": count_files(full_repo / ".adaptvc" / "objects"),
+        "baseline": _source_commit(args.baseline) if args.baseline else None,
         "seconds": time.time() - started,
     }
     if args.object_storage:
