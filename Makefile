@@ -21,15 +21,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-# The fast tier: every test that needs no torch, without the timed races and SIGKILL runs (marked slow).
+# The fast tier: every test that needs no torch, starts no server (Hub, moto, Azurite) and kills nothing
+# (SIGKILL runs and timed races are marked slow), on both cores (pytest-xdist).
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --fast
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --fast -n 2
 
 # The benchmark also runs git-lfs (Debian) and DVC (PyPI, in its own venv) when they can be installed.
 bench: $(STAMP)
 	command -v git-lfs >/dev/null || ((apt-get update -qq && apt-get install -y -qq git-lfs) >/dev/null 2>&1 || true)
 	test -x .venv-bench/bin/dvc || ($(PYTHON) -m venv .venv-bench && .venv-bench/bin/pip install -q dvc) || true
-	$(BIN)/python -m bench --compare --object-storage 4 --dvc .venv-bench/bin/dvc $(BENCH_ARGS)
+	$(BIN)/python -m bench --compare --object-storage 4 --train-real 600 --dvc .venv-bench/bin/dvc $(BENCH_ARGS)
 
 # The screenshots of docs/ui.md, taken with headless chromium (apt-get install chromium chromium-driver).
 ui-screenshots: $(STAMP)

@@ -33,7 +33,8 @@ _HEAVY_FIXTURES = {"base_dir", "lora_model", "repo_dir"}
 
 def pytest_addoption(parser):
     parser.addoption("--fast", action="store_true",
-                     help="the fast tier: only test modules that need no torch (make test-fast)")
+                     help="the fast tier: tests that need no torch, start no server and kill nothing "
+                          "(make test-fast)")
 
 
 def needs_torch(path: Path) -> bool:
@@ -54,10 +55,25 @@ def needs_torch(path: Path) -> bool:
     return False
 
 
+#: fixtures that start a real server (the test Hub, moto, Azurite): their tests run in ``make test``, not in the
+#: fast tier
+_SERVER_FIXTURES = {"hub", "s3_service", "azure_service"}
+
+
+_SERVER_PARAMS = {"hub", "s3", "az"}  # remote fixtures parametrised by kind start their server on demand
+
+
+def _left_out_of_the_fast_tier(item) -> bool:
+    params = getattr(item, "callspec", None)
+    kinds = {v for v in params.params.values() if isinstance(v, str)} if params is not None else set()
+    return item.get_closest_marker("slow") is not None or bool(_SERVER_FIXTURES & set(item.fixturenames)) \
+        or bool(_SERVER_PARAMS & kinds)
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--fast"):
-        kept = [i for i in items if i.get_closest_marker("slow") is None]
-        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("slow") is not None])
+        kept = [i for i in items if not _left_out_of_the_fast_tier(i)]
+        config.hook.pytest_deselected(items=[i for i in items if _left_out_of_the_fast_tier(i)])
         items[:] = kept
 
 

@@ -359,6 +359,7 @@ def test_deployed_resolves_dir_from_the_C_folder(tmp_path, elsewhere):
     assert [n["name"] for n in out["names"]] == ["tiny"]
 
 
+@pytest.mark.slow  # the demo command imports torch before it looks at its folder
 def test_demo_resolves_its_folder_from_the_C_folder(tmp_path, elsewhere):
     target = tmp_path / "r" / "d"
     target.mkdir(parents=True)
