@@ -44,8 +44,17 @@ def parse_json(data: bytes | str, max_bytes: int | None = None, max_depth: int =
     """Decode a JSON document from an untrusted source, or raise :class:`JsonError`."""
     if max_bytes is not None and len(data) > max_bytes:
         raise JsonError(f"larger than {max_bytes} bytes")
+    text: bytes | str = data
+    if isinstance(data, bytes):  # decoded here: json.loads would first guess the encoding of every document
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data  # json.loads reads UTF-16/32 itself, and refuses what is neither
+        else:
+            if text.startswith("\ufeff"):  # a UTF-8 byte-order mark, which json.loads skips in bytes
+                text = text[1:]
     try:
-        value = json.loads(data)
+        value = json.loads(text)
     except RecursionError:
         raise JsonError("nested too deeply") from None
     except UnicodeDecodeError:

@@ -14,12 +14,19 @@ from collections.abc import Iterator
 import click
 
 _paging = False
+_tty: tuple[object, bool] = (None, False)  # (the stdout last asked, whether it is a terminal)
 
 
 def color_enabled() -> bool:
+    global _tty
     if os.environ.get("NO_COLOR"):
         return False
-    return _paging or sys.stdout.isatty()
+    if _paging:
+        return True
+    out = sys.stdout
+    if _tty[0] is not out:  # one isatty() per stream, not one per coloured word (log prints thousands)
+        _tty = (out, out.isatty())
+    return _tty[1]
 
 
 def pager_command() -> str | None:
