@@ -26,7 +26,10 @@ def fsck(state: State, remote_name: str | None, as_json: bool) -> None:
             for p in remote_report.problems:
                 by = "; ".join(p.referenced_by) or "-"
                 click.echo(f"bad {p.kind} {p.oid}: {p.problem}\n    needed by: {by}")
-            click.echo("ok" if remote_report.ok else f"{remote_report.location}: not whole")
+            counts = (f"{remote_report.refs} refs, {remote_report.commits} commits, {remote_report.objects} objects "
+                      f"({human_bytes(remote_report.bytes_verified)})")
+            click.echo(f"ok: {counts} verified" if remote_report.ok
+                       else f"{remote_report.location}: not whole ({counts} checked)")
         if not remote_report.ok:
             raise CliError(f"{len(remote_report.problems)} problem(s) on the remote")
         return
