@@ -14,16 +14,9 @@ from adaptvc.remotes.buckets import open_bucket
 from adaptvc.remotes.objectstore import object_key
 from tests.light import ok
 from tests.objservers import azure_service, object_remote, s3_service  # noqa: F401 (fixtures)
-from tests.test_object_remotes import history
+from tests.test_object_remotes import history, remote  # noqa: F401 (remote: a fixture)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(params=["s3", "az"])
-def remote(request, monkeypatch):
-    service = request.getfixturevalue("s3_service" if request.param == "s3" else "azure_service")
-    with object_remote(service, monkeypatch) as r:
-        yield r
 
 
 def fsck(repo, *args):
@@ -32,7 +25,7 @@ def fsck(repo, *args):
     return cli(repo.work_tree, "fsck", "--remote", "origin", *args)
 
 
-def test_fsck_remote_through_the_cli_says_what_it_verified_and_names_a_bad_object(tmp_path, remote):
+def test_fsck_remote_through_the_cli_says_what_it_verified_and_names_a_bad_object(tmp_path, remote):  # noqa: F811
     repo = history(tmp_path, remote.url, dim=64)  # 3 commits, tags v1..v3
     repo.push(tags=True)
 

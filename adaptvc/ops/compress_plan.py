@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ..objects import TensorEntry
 from ..storage.base import ObjectStore
 from ..storage.compression import ELEMENT_SIZE, MAX_CHAIN
+from .graph import parents_first
 
 #: element sizes that can be coded as a difference
 DELTA_ELEMENT_SIZES = (2, 4)
@@ -43,7 +44,7 @@ def plan_compression(store: ObjectStore, reachable: dict[str, str], deltas: bool
         return snapshots[snapshot]
 
     plan = CompressionPlan()
-    for oid in _parents_first(commits):
+    for oid in parents_first(commits, lambda oid: commits[oid].parents):
         commit = commits[oid]
         parent = next((p for p in commit.parents if p in commits), None)
         before = tensors(commits[parent].snapshot) if parent is not None and deltas else {}
@@ -65,26 +66,3 @@ def plan_compression(store: ObjectStore, reachable: dict[str, str], deltas: bool
 def _pairs(parent: TensorEntry, t: TensorEntry) -> bool:
     return (parent.blob != t.blob and parent.dtype == t.dtype and parent.size == t.size
             and ELEMENT_SIZE[t.dtype] in DELTA_ELEMENT_SIZES)
-
-
-def _parents_first(commits: dict) -> list[str]:
-    """The commits in an order where every parent (among them) comes before its children."""
-    order: list[str] = []
-    done: set[str] = set()
-    opened: set[str] = set()  # (a commit met again while its parents are still being ordered: skipped)
-    for root in sorted(commits):
-        stack = [(root, False)]
-        while stack:
-            oid, expanded = stack.pop()
-            if oid in done:
-                continue
-            if expanded:
-                done.add(oid)
-                order.append(oid)
-                continue
-            if oid in opened:
-                continue
-            opened.add(oid)
-            stack.append((oid, True))
-            stack.extend((p, False) for p in commits[oid].parents if p in commits and p not in done)
-    return order

@@ -144,3 +144,28 @@ def closure(store: ObjectStore, commits: Iterable[str], have: Callable[[str], bo
                         blobs.append(b)
     new_commits.reverse()  # parents before children
     return blobs + snaps + new_commits
+
+
+def parents_first(commits: Iterable[str], parents_of: Callable[[str], Iterable[str]]) -> list[str]:
+    """``commits`` ordered so that each comes after those of its parents that are among them (a loop, which
+    content addressing makes impossible but a hostile store could claim, cannot make this spin)."""
+    todo = set(commits)
+    order: list[str] = []
+    done: set[str] = set()
+    opened: set[str] = set()
+    for root in sorted(todo):
+        stack = [(root, False)]
+        while stack:
+            oid, expanded = stack.pop()
+            if oid in done:
+                continue
+            if expanded:
+                done.add(oid)
+                order.append(oid)
+                continue
+            if oid in opened:
+                continue
+            opened.add(oid)
+            stack.append((oid, True))
+            stack.extend((p, False) for p in parents_of(oid) if p in todo and p not in done)
+    return order

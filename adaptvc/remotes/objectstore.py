@@ -38,6 +38,7 @@ from typing import Any, BinaryIO, TypeVar
 from ..errors import AdaptvcError, ChecksumMismatchError, CorruptObjectError, InvalidRefNameError, ObjectNotFoundError
 from ..hashing import HASH_NAME, hash_bytes, is_object_id, new_hasher
 from ..objects import FORMAT_VERSION, Snapshot
+from ..ops.graph import parents_first
 from ..ops.remote_fsck import RemoteFsckReport, fsck_remote_store
 from ..parsing import JsonError, parse_json
 from ..progress import SILENT, Progress
@@ -428,7 +429,7 @@ class ObjectStoreRemote(Remote):
                     blobs.append(b)
                     sizes[b] = n
         new_commits.reverse()
-        return blobs, snaps, _parents_first(self.store, new_commits), sizes
+        return blobs, snaps, parents_first(new_commits, lambda oid: self.store.read_commit(oid).parents), sizes
 
     def download(self, store: ObjectStore, commits: list[str], progress: Progress = SILENT) -> int:
         self._check()
@@ -529,7 +530,7 @@ class ObjectStoreRemote(Remote):
             return 0
 
         _Transfers(self.workers).run(probe, [o for o in candidates if o not in present])
-        ordered = _parents_first(store, commits)
+        ordered = parents_first(commits, lambda oid: store.read_commit(oid).parents)
         blobs = [o for o, kind in candidates.items() if kind == "blob" and not present[o]]
         snaps = [o for o, kind in candidates.items() if kind == "snapshot" and not present[o]]
         return blobs, snaps, ordered
@@ -640,23 +641,3 @@ class _Progressed(Progress):
             if n > 0:
                 self.left -= n
                 self.progress.update(n)
-
-
-def _parents_first(store: ObjectStore, commits: list[str]) -> list[str]:
-    """``commits`` ordered so that every commit comes after those of its parents that are in the list."""
-    todo = set(commits)
-    order: list[str] = []
-    done: set[str] = set()
-    for start in sorted(commits):
-        stack: list[tuple[str, bool]] = [(start, False)]
-        while stack:
-            oid, expanded = stack.pop()
-            if oid in done:
-                continue
-            if expanded:
-                done.add(oid)
-                order.append(oid)
-                continue
-            stack.append((oid, True))
-            stack.extend((p, False) for p in store.read_commit(oid).parents if p in todo and p not in done)
-    return order
