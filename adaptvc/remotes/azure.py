@@ -28,12 +28,11 @@ from .buckets import (
     check_prefix,
     read_exactly,
     require,
+    size_from_content_range,
     split_url,
     transfer_workers,
 )
 
-_FIRST_READ = 1 << 20
-_CONTENT_RANGE = re.compile(r"^bytes \d+-\d+/(\d+)$")
 _CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 
 
@@ -156,10 +155,16 @@ class AzureBucket(Bucket):
             raise self._explain(e, key, False) from None
         return int(p.size), str(p.etag)
 
-    def _download(self, key: str, offset: int | None = None, length: int | None = None) -> Any:
+    def _download(self, key: str, offset: int | None = None, length: int | None = None,
+                  etag: str | None = None) -> Any:
+        conditions: dict[str, Any] = {}
+        if etag is not None:
+            from azure.core import MatchConditions
+
+            conditions = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
         try:
             return self.container.get_blob_client(self._key(key)).download_blob(offset=offset, length=length,
-                                                                                max_concurrency=1)
+                                                                                max_concurrency=1, **conditions)
         except Exception as e:
             if self._missing(e):
                 return None
@@ -167,42 +172,17 @@ class AzureBucket(Bucket):
                 return self._download(key)
             raise self._explain(e, key, False) from None
 
-    def read(self, key: str, max_bytes: int) -> tuple[bytes, str] | None:
-        # a first request of at most 1 MiB says the blob's size (refs, commits and snapshots fit in it)
-        d = self._download(key, 0, min(max_bytes + 1, _FIRST_READ))
+    def _fetch_start(self, key: str, length: int) -> tuple[bytes, int, str] | None:
+        d = self._download(key, 0, length)
         if d is None:
             return None
-        match = _CONTENT_RANGE.match(str(getattr(d.properties, "content_range", None) or ""))
-        total = int(match.group(1)) if match else int(d.size)  # the blob's size, not the range's
-        if total > max_bytes:
-            raise RemoteError(f"{self.url}/{key} is larger than {max_bytes} bytes ({total}); refused")
+        total = size_from_content_range(getattr(d.properties, "content_range", None), d.size)  # the blob's size
         with self._calling(key):
-            data = d.readall()
-            etag = str(d.properties.etag)
-            if len(data) < total:  # the rest, only if the blob is still the one whose start was read
-                from azure.core import MatchConditions
+            return d.readall(), total, str(d.properties.etag)
 
-                rest = self.container.get_blob_client(self._key(key)).download_blob(
-                    offset=len(data), length=total - len(data), etag=etag,
-                    match_condition=MatchConditions.IfNotModified, max_concurrency=1)
-                data += rest.readall()
-        if len(data) != total:
-            raise RemoteError(f"{self.url}/{key}: {len(data)} bytes arrived of {total}")
-        return data, etag
-
-    def get(self, key: str, byte_range: tuple[int, int] | None = None, max_bytes: int | None = None) -> bytes | None:
-        if byte_range is None:
-            if max_bytes is not None:
-                got = self.read(key, max_bytes)
-                return None if got is None else got[0]
-            d = self._download(key)
-        else:
-            start, end = byte_range
-            if end <= start:
-                return b"" if self.head(key) is not None else None
-            if max_bytes is not None and end - start > max_bytes:
-                raise RemoteError(f"{self.url}/{key}: a range of {end - start} bytes is over {max_bytes}; refused")
-            d = self._download(key, start, end - start)
+    def _fetch(self, key: str, offset: int | None = None, length: int | None = None,
+               if_match: str | None = None) -> bytes | None:
+        d = self._download(key, offset, length, if_match)
         if d is None:
             return None
         with self._calling(key):

@@ -97,20 +97,67 @@ def check_prefix(prefix: str, url: str) -> str:
     return prefix
 
 
+#: the first request of a bounded read: enough for any ref, commit or snapshot, and it tells the object's size
+FIRST_READ = 1 << 20
+_CONTENT_RANGE = re.compile(r"^bytes \d+-\d+/(\d+)$")
+
+
+def size_from_content_range(content_range: object, length: int) -> int:
+    """The whole object's size from a ranged answer's ``Content-Range`` (``length``: the answer's own size,
+    when it was not ranged)."""
+    match = _CONTENT_RANGE.match(str(content_range or ""))
+    return int(match.group(1)) if match else int(length)
+
+
 class Bucket(ABC):
     """Keys below one prefix of one bucket (or Azure container)."""
 
     #: ``s3://bucket/prefix`` or ``az://container/prefix``, for messages
     url: str
 
-    @abstractmethod
     def get(self, key: str, byte_range: tuple[int, int] | None = None, max_bytes: int | None = None) -> bytes | None:
         """The object's bytes (``byte_range``: the half-open ``(start, end)`` slice), or None when absent. With
         ``max_bytes``, a larger object is refused (RemoteError) before its body is read."""
+        if byte_range is None:
+            if max_bytes is not None:
+                got = self.read(key, max_bytes)
+                return None if got is None else got[0]
+            return self._fetch(key)
+        start, end = byte_range
+        if end <= start:
+            return b"" if self.head(key) is not None else None
+        if max_bytes is not None and end - start > max_bytes:
+            raise RemoteError(f"{self.url}/{key}: a range of {end - start} bytes is over {max_bytes}; refused")
+        return self._fetch(key, start, end - start)
 
-    @abstractmethod
     def read(self, key: str, max_bytes: int) -> tuple[bytes, str] | None:
         """The whole object and the ETag of exactly those bytes (to replace it with ``if_match``), or None."""
+        # a first request of at most 1 MiB says the object's size (refs, commits and snapshots fit in it)
+        first = self._fetch_start(key, min(max_bytes + 1, FIRST_READ))
+        if first is None:
+            return None
+        data, total, etag = first
+        if total > max_bytes:
+            raise RemoteError(f"{self.url}/{key} is larger than {max_bytes} bytes ({total}); refused")
+        if len(data) < total:  # the rest, only if the object is still the one whose start was read
+            rest = self._fetch(key, len(data), total - len(data), if_match=etag)
+            if rest is None:
+                return None
+            data += rest
+        if len(data) != total:
+            raise RemoteError(f"{self.url}/{key}: {len(data)} bytes arrived of {total}")
+        return data, etag
+
+    @abstractmethod
+    def _fetch(self, key: str, offset: int | None = None, length: int | None = None,
+               if_match: str | None = None) -> bytes | None:
+        """The object's bytes (``length`` of them from ``offset`` when given; only while its ETag is ``if_match``
+        when given), or None when absent."""
+
+    @abstractmethod
+    def _fetch_start(self, key: str, length: int) -> tuple[bytes, int, str] | None:
+        """The object's first ``length`` bytes (fewer when it is smaller), its whole size and its ETag, or None
+        when absent."""
 
     @abstractmethod
     def stream(self, key: str) -> tuple[int, Iterator[bytes]] | None:

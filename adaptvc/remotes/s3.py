@@ -28,6 +28,7 @@ from .buckets import (
     part_size_for,
     read_exactly,
     require,
+    size_from_content_range,
     split_url,
     transfer_workers,
 )
@@ -35,9 +36,7 @@ from .buckets import (
 _CLIENTS: dict[str, Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_CONTENT_RANGE = re.compile(r"^bytes \d+-\d+/(\d+)$")
 _READ_BLOCK = 1 << 20
-_FIRST_READ = 1 << 20
 
 
 def _client() -> Any:
@@ -175,58 +174,30 @@ class S3Bucket(Bucket):
         except Exception as e:
             raise self._explain(e, key, False) from None
 
-    def _bounded(self, key: str, max_bytes: int) -> tuple[bytes, str] | None:
-        # a first request of at most 1 MiB says the object's size (refs, commits and snapshots fit in it)
-        r = self._get_object(key, Range=f"bytes=0-{min(max_bytes, _FIRST_READ - 1)}")
+    def _fetch_start(self, key: str, length: int) -> tuple[bytes, int, str] | None:
+        r = self._get_object(key, Range=f"bytes=0-{length - 1}")
         if r is None:
             return None
+        total = size_from_content_range(r.get("ContentRange"), r.get("ContentLength", 0))
+        return self._body(key, r), total, str(r["ETag"])
+
+    def _fetch(self, key: str, offset: int | None = None, length: int | None = None,
+               if_match: str | None = None) -> bytes | None:
+        kw = {"Range": f"bytes={offset}-{offset + (length or 0) - 1}"} if offset is not None else {}
+        if if_match is not None:
+            kw["IfMatch"] = if_match
+        r = self._get_object(key, **kw)
+        return None if r is None else self._body(key, r)
+
+    def _body(self, key: str, r: dict[str, Any]) -> bytes:
         body = r.get("Body")
-        try:
-            match = _CONTENT_RANGE.match(str(r.get("ContentRange") or ""))
-            total = int(match.group(1)) if match else int(r.get("ContentLength", 0))
-            if total > max_bytes:
-                raise RemoteError(f"{self.url}/{key} is larger than {max_bytes} bytes ({total}); refused")
-            with self._calling(key):
-                data = body.read() if body is not None else b""
-        finally:
-            if body is not None:
-                body.close()
-        etag = str(r["ETag"])
-        if len(data) < total:  # the rest, only if the object is still the one whose start was read
-            rest = self._get_object(key, Range=f"bytes={len(data)}-{total - 1}", IfMatch=etag)
-            if rest is None:
-                return None
-            with self._calling(key):
-                data += rest["Body"].read()
-        if len(data) != total:
-            raise RemoteError(f"{self.url}/{key}: {len(data)} bytes arrived of {total}")
-        return data, etag
-
-    def read(self, key: str, max_bytes: int) -> tuple[bytes, str] | None:
-        return self._bounded(key, max_bytes)
-
-    def get(self, key: str, byte_range: tuple[int, int] | None = None, max_bytes: int | None = None) -> bytes | None:
-        if byte_range is None:
-            if max_bytes is not None:
-                got = self._bounded(key, max_bytes)
-                return None if got is None else got[0]
-            r = self._get_object(key)
-        else:
-            start, end = byte_range
-            if end <= start:
-                return b"" if self.head(key) is not None else None
-            if max_bytes is not None and end - start > max_bytes:
-                raise RemoteError(f"{self.url}/{key}: a range of {end - start} bytes is over {max_bytes}; refused")
-            r = self._get_object(key, Range=f"bytes={start}-{end - 1}")
-        if r is None:
-            return None
-        body = r["Body"]
+        if body is None:
+            return b""
         try:
             with self._calling(key):
-                return body.read() if body is not None else b""
+                return body.read()
         finally:
-            if body is not None:
-                body.close()
+            body.close()
 
     def stream(self, key: str) -> tuple[int, Iterator[bytes]] | None:
         r = self._get_object(key)
