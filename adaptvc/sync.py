@@ -135,7 +135,7 @@ def fetch(store: ObjectStore, refs: Refs, choice: RemoteChoice, progress: Progre
                     result.updated[ref] = (None, oid)
     finally:
         store.end_session()
-    unreadable = dict(getattr(remote, "unreadable_refs", {}) or {})
+    unreadable = remote.unreadable_refs
     if unreadable:  # never "up to date" about a ref that could not be read; the readable ones were fetched
         ref, problem = sorted(unreadable.items())[0]
         more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""

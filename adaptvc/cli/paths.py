@@ -9,15 +9,12 @@ configured remote's name or a URL or folder).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import click
 
 from .context import State
-
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class PathFromC(click.Path):
@@ -27,7 +24,9 @@ class PathFromC(click.Path):
     folder. The value is returned as given; the command resolves it with :meth:`State.path`."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if _URL.match(os.fsdecode(value)):  # 's3://b/p' would otherwise become the local folder 's3:/b/p'
+        from ..remotes.registry import scheme_of
+
+        if scheme_of(os.fsdecode(value)) is not None:  # 's3://b/p' would otherwise become the local folder 's3:/b/p'
             self.fail(f"{os.fsdecode(value)!r} is a URL, and a local path is needed here (a version goes to a bucket "
                       "with 'adaptvc export REV URL')", param, ctx)
         state = ctx.find_object(State) if ctx is not None else None

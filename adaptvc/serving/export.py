@@ -40,6 +40,7 @@ from ..objects import BasePin, Commit, FileEntry, Snapshot
 from ..ops.materialise import hash_regular_at, materialise
 from ..peft_layout import adapter_folder, is_config_path, is_training_state
 from ..progress import SILENT, Progress
+from ..remotes.registry import scheme_of
 from ..storage.atomic import remove_tree, temp_name, temp_owner, write_atomic
 from ..storage.base import MAX_METADATA_OBJECT, ChunkReader, ObjectStore
 from ..storage.locks import LockInfo, held, pid_alive
@@ -541,5 +542,4 @@ def export_to_bucket(store: ObjectStore, commit: Commit, url: str, name: str, *,
 
 def is_bucket_url(dest: str) -> bool:
     """Whether an export destination names a bucket (``s3://…``, ``az://…``) rather than a folder."""
-    scheme, sep, _ = dest.partition("://")
-    return bool(sep) and scheme.isalnum()
+    return scheme_of(dest) is not None
