@@ -59,6 +59,24 @@ def _values(shape: tuple[int, int], dtype: str, rng: np.random.Generator) -> np.
     return (x.view(np.uint32) >> 16).astype(np.uint16)  # bf16: the top half of a float32
 
 
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str) -> None:
+    """``tensors`` (raw arrays of safetensors dtype ``dtype``) as a safetensors file, names sorted, with PEFT's
+    ``{"format": "pt"}`` metadata (written by hand: bf16 arrays are uint16 views here, which the library would
+    not label bf16)."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name in sorted(tensors):
+        n = tensors[name].nbytes
+        header[name] = {"dtype": dtype, "shape": list(tensors[name].shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for name in sorted(tensors):
+            f.write(tensors[name].tobytes())
+
+
 def write_adapter(folder: Path, profile: Profile, seed: int, previous: dict[str, np.ndarray] | None = None,
                   change: str = "all") -> dict[str, np.ndarray]:
     """Write adapter_model.safetensors + adapter_config.json into ``folder``.
@@ -75,19 +93,7 @@ def write_adapter(folder: Path, profile: Profile, seed: int, previous: dict[str,
             b_index += 1
         tensors[name] = _values(shape, profile.dtype, rng) if redraw else previous[name]
     folder.mkdir(parents=True, exist_ok=True)
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name in sorted(tensors):
-        n = tensors[name].nbytes
-        header[name] = {"dtype": profile.dtype, "shape": list(tensors[name].shape),
-                        "data_offsets": [offset, offset + n]}
-        offset += n
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(folder / "adapter_model.safetensors", "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        for name in sorted(tensors):
-            f.write(tensors[name].tobytes())
+    write_safetensors(folder / "adapter_model.safetensors", tensors, profile.dtype)
     config = {"peft_type": "LORA", "r": profile.rank, "lora_alpha": 2 * profile.rank,
               "target_modules": list(profile.targets), "base_model_name_or_path": "meta-llama/Llama-2-7b-hf",
               "revision": None, "task_type": "CAUSAL_LM", "use_rslora": False, "use_dora": False}

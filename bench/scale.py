@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
+
+from .adapters import write_safetensors
 
 
 def history(work: Path, commits: int) -> Path:
@@ -89,18 +90,7 @@ def big_tensor_adapter(folder: Path, mbytes: int, seed: int) -> Path:
 
 def _write(folder: Path, tensors: dict[str, np.ndarray], dtype: str, config: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name in sorted(tensors):
-        n = tensors[name].nbytes
-        header[name] = {"dtype": dtype, "shape": list(tensors[name].shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(folder / "adapter_model.safetensors", "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        for name in sorted(tensors):
-            f.write(tensors[name].tobytes())
+    write_safetensors(folder / "adapter_model.safetensors", tensors, dtype)
     full = {"peft_type": "LORA", "lora_alpha": 2 * config["r"], "base_model_name_or_path": "bench/llama",
             "task_type": "CAUSAL_LM", "revision": None, **config}
     (folder / "adapter_config.json").write_text(json.dumps(full, indent=2, sort_keys=True))
