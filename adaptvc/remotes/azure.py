@@ -29,6 +29,7 @@ from .buckets import (
     read_exactly,
     require,
     size_from_content_range,
+    sized,
     split_url,
     transfer_workers,
 )
@@ -219,14 +220,8 @@ class AzureBucket(Bucket):
             if_match: str | None = None, progress: ProgressCallback | None = None) -> str:
         from azure.core import MatchConditions
 
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            data = bytes(data)
-            if size is not None and size != len(data):
-                raise ValueError(f"size {size} given for {len(data)} bytes")
-            size = len(data)
-        elif size is None:
-            raise ValueError("size is required when data is a file")
-        elif size <= PART_SIZE:
+        data, size = sized(data, size)
+        if not isinstance(data, bytes) and size <= PART_SIZE:
             data = read_exactly(data, size)  # one request with a Content-Length (a stream would go chunked)
         kw: dict[str, Any] = {"overwrite": not if_none_match}
         if if_match is not None:

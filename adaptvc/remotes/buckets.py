@@ -87,6 +87,19 @@ def read_exactly(f: BinaryIO, n: int) -> bytes:
 _KEY_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
+def sized(data: bytes | bytearray | memoryview | BinaryIO, size: int | None) -> tuple[bytes | BinaryIO, int]:
+    """What :meth:`Bucket.put` writes, and how many bytes: bytes-like data whole (a ``size`` given must match
+    it), a file for exactly ``size`` bytes (which it must then be given)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data)
+        if size is not None and size != len(data):
+            raise ValueError(f"size {size} given for {len(data)} bytes")
+        return data, len(data)
+    if size is None:
+        raise ValueError("size is required when data is a file")
+    return data, size
+
+
 def check_prefix(prefix: str, url: str) -> str:
     """A bucket prefix from a URL: plain path components, no '..' or empty parts; returned without slashes."""
     prefix = prefix.strip("/")

@@ -29,6 +29,7 @@ from .buckets import (
     read_exactly,
     require,
     size_from_content_range,
+    sized,
     split_url,
     transfer_workers,
 )
@@ -231,13 +232,7 @@ class S3Bucket(Bucket):
 
     def put(self, key: str, data: bytes | BinaryIO, size: int | None = None, *, if_none_match: bool = False,
             if_match: str | None = None, progress: ProgressCallback | None = None) -> str:
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            data = bytes(data)
-            if size is not None and size != len(data):
-                raise ValueError(f"size {size} given for {len(data)} bytes")
-            size = len(data)
-        elif size is None:
-            raise ValueError("size is required when data is a file")
+        data, size = sized(data, size)
         conditions: dict[str, str] = {}
         if if_none_match:
             conditions["IfNoneMatch"] = "*"
